@@ -86,7 +86,6 @@ class GenerateSettings(_Strict):
 class FeatureSettings(_Strict):
     """How the gold features are named and kept in Feast."""
 
-    project: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "slipway"
     view: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "features"
     service: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "model_input"
     ttl_days: int = Field(365, gt=0)

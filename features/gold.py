@@ -1,0 +1,76 @@
+"""Silver → gold: the model's features and labels, by pure functions.
+
+Gold keeps the declared feature columns under their original names (the model
+contract), typed for Feast: numbers as float64, categories as strings. Labels are
+kept apart, keyed by entity and event time, so a training set is a point-in-time
+join of labels onto features.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+
+from slipway.settings import DataSettings
+
+MISSING_CATEGORY = "__missing__"
+
+
+def _window(frame: pd.DataFrame, column: str, start: datetime | None, end: datetime | None) -> pd.DataFrame:
+    keep = pd.Series(True, index=frame.index)
+    if start is not None:
+        keep &= frame[column] >= pd.Timestamp(start)
+    if end is not None:
+        keep &= frame[column] < pd.Timestamp(end)
+    return frame.loc[keep]
+
+
+def build_features(
+    silver: pd.DataFrame, data: DataSettings, start: datetime | None = None, end: datetime | None = None
+) -> pd.DataFrame:
+    """Feature rows in ``[start, end)``, sorted by event time."""
+    rows = _window(silver, data.timestamp, start, end)
+    gold = pd.DataFrame(
+        {
+            data.entity: rows[data.entity].astype(str),
+            data.timestamp: pd.to_datetime(rows[data.timestamp], utc=True),
+        }
+    )
+    for column in data.numeric:
+        gold[column] = rows[column].astype("float64")
+    for column in data.categorical:
+        gold[column] = rows[column].astype(str)
+    return gold.sort_values([data.timestamp, data.entity], kind="stable").reset_index(drop=True)
+
+
+def build_labels(
+    silver: pd.DataFrame, data: DataSettings, start: datetime | None = None, end: datetime | None = None
+) -> pd.DataFrame:
+    """Label events in ``[start, end)``: entity, event time and the 0/1 label."""
+    rows = _window(silver, data.timestamp, start, end)
+    labels = pd.DataFrame(
+        {
+            data.entity: rows[data.entity].astype(str),
+            data.timestamp: pd.to_datetime(rows[data.timestamp], utc=True),
+            data.label: rows[data.label].astype("int8"),
+        }
+    )
+    return labels.sort_values([data.timestamp, data.entity], kind="stable").reset_index(drop=True)
+
+
+def to_feature_frame(rows: pd.DataFrame, data: DataSettings) -> pd.DataFrame:
+    """The model's input frame: declared features only, in declared order, typed.
+
+    Shared by training and serving so a row scores the same wherever it comes from.
+    """
+    missing = [c for c in data.features if c not in rows.columns]
+    if missing:
+        raise KeyError(f"missing feature column(s): {', '.join(map(repr, missing))}")
+    out = pd.DataFrame(index=rows.index)
+    for column in data.numeric:
+        out[column] = pd.to_numeric(rows[column], errors="coerce").astype("float64")
+    for column in data.categorical:
+        values = rows[column].astype(object)
+        out[column] = values.where(values.notna(), MISSING_CATEGORY).astype(str)
+    return out

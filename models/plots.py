@@ -1,0 +1,67 @@
+"""Diagnostic figures logged with every training run."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+
+def _figure(title: str) -> tuple[Figure, plt.Axes]:
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    ax.set_title(title)
+    return fig, ax
+
+
+def roc(y: np.ndarray, score: np.ndarray) -> Figure:
+    fig, ax = _figure("ROC (test)")
+    fpr, tpr, _ = roc_curve(y, score)
+    ax.plot(fpr, tpr)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    return fig
+
+
+def precision_recall(y: np.ndarray, score: np.ndarray) -> Figure:
+    fig, ax = _figure("Precision-recall (test)")
+    precision, recall, _ = precision_recall_curve(y, score)
+    ax.plot(recall, precision)
+    ax.axhline(y.mean(), linestyle="--", color="grey")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    return fig
+
+
+def calibration(y: np.ndarray, score: np.ndarray) -> Figure:
+    fig, ax = _figure("Calibration (test)")
+    observed, predicted = calibration_curve(y, score, n_bins=10, strategy="quantile")
+    ax.plot(predicted, observed, marker="o")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed positive rate")
+    return fig
+
+
+def importance(names: list[str], values: np.ndarray, top: int = 20) -> Figure:
+    fig, ax = _figure("Feature importance")
+    order = np.argsort(values)[-top:]
+    ax.barh([names[i] for i in order], values[order])
+    fig.tight_layout()
+    return fig
+
+
+def optimisation_history(values: list[float]) -> Figure:
+    fig, ax = _figure("Optimisation history (validation ROC-AUC)")
+    trials = np.arange(len(values))
+    ax.scatter(trials, values, s=12)
+    ax.plot(trials, np.maximum.accumulate(values), color="tab:red")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("ROC-AUC")
+    return fig
