@@ -35,5 +35,4 @@ def ensure_demo_source(settings: Settings) -> None:
     logger = get_run_logger()
     cfg = settings.generate
     logger.info("%s not found: generating %d demo leads (seed %d)", source, cfg.rows, cfg.seed)
-    Path(source).parent.mkdir(parents=True, exist_ok=True)
     write_generated(generate_leads(cfg), source)

@@ -61,6 +61,8 @@ def validate_batch(batch: storage.RawBatch, batch_id: str, settings: Settings) -
 
 @task(cache_policy=NO_CACHE)
 def store_verdict(verdict: validation.Verdict, batch_id: str) -> Reconciliation:
+    for table in (home().silver, home().quarantine):
+        table.mkdir(parents=True, exist_ok=True)  # present even when empty, for DVC
     if not verdict.reconciles:
         raise RuntimeError(f"batch {batch_id} does not reconcile: {verdict.rows_in} rows in")
     if len(verdict.quarantined):

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.common import home, load_params
 from models import metrics, plots, registry, training, tuning
 from models.pyfunc import ScoringModel
+from slipway import lake
 from slipway.feature_store import EVENT_TIMESTAMP, open_store, training_frame
 from slipway.settings import Settings
 from slipway.tracking import use_experiment
@@ -99,6 +100,8 @@ def train_and_register(settings: Settings, frame: pd.DataFrame) -> TrainResult:
         mlflow.set_tags(lineage)
         version = registry.log_and_register(run, ScoringModel(model, data), split.test.X.head(5), settings.registry.model_name, lineage)
     registry.set_alias(version, registry.CHALLENGER)
+    lake.write_json({"model_version": version.version, "model_family": winner, **{f"test_{k}": v for k, v in test.items()}},
+                    home().reports / "train_metrics.json")  # fmt: skip
     return TrainResult(version.name, version.version, version.run_id, winner, test)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -196,6 +197,7 @@ def inject_faults(frame: pd.DataFrame, cfg: GenerateSettings, rng: np.random.Gen
 
 def write_generated(data: GeneratedData, path: str) -> None:
     """Write a generated batch as CSV or Parquet, by the file's extension."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     if path.endswith(".parquet"):
         data.frame.astype(str).where(data.frame.notna(), None).to_parquet(path, index=False)
     else:

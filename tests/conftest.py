@@ -1,0 +1,82 @@
+"""Shared fixtures: an isolated Slipway home per test, small configs, real servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def small_params(tmp: Path, rows: int = 3000, n_trials: int = 3, **faults: float) -> dict[str, Any]:
+    """The shipped lead config, shrunk for tests and pointed at a source under ``tmp``."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"]["source"] = str(tmp / "leads.csv")
+    raw["generate"]["rows"] = rows
+    raw["generate"]["faults"] = {"nulls": 0.0, "out_of_range": 0.0, "wrong_types": 0.0, "duplicates": 0.0, **faults}
+    raw["train"]["n_trials"] = n_trials
+    return raw
+
+
+def write_params(path: Path, raw: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh SLIPWAY_HOME with its own MLflow store."""
+    root = tmp_path / "home"
+    monkeypatch.setenv("SLIPWAY_HOME", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    from slipway.paths import prepare_environment
+
+    prepare_environment()
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prefect server process (SQLite), shared by the CLI tests."""
+    port = _free_port()
+    prefect_home = tmp_path_factory.mktemp("prefect-server")
+    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent))
+    assert prefect, "the prefect executable is not installed next to this interpreter"
+    log = open(prefect_home / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Prefect server did not start: {(prefect_home / 'server.log').read_text()[-2000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()

@@ -1,0 +1,87 @@
+"""The flows end to end in-process, against a temporary Prefect server, MLflow and Feast."""
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from features.validation import REASON_COLUMN, SchemaError
+from flows.ingest import ingest
+from flows.materialize import materialize
+from flows.train import train
+from slipway.feature_store import open_store
+from tests.conftest import small_params, write_params
+
+
+def test_lead_pipeline_registers_a_challenger_with_lineage(home: Path, tmp_path: Path) -> None:
+    params = str(write_params(tmp_path / "params.yaml", small_params(tmp_path, nulls=0.01, duplicates=0.01)))
+
+    rec = ingest(params)
+    assert (rec.rows_in, rec.rows_accepted, rec.rows_quarantined) == (3030, 2970, 60)
+    quarantine = pd.read_parquet(next((home / "lake" / "quarantine").glob("*.parquet")))
+    assert len(quarantine) == 60 and quarantine[REASON_COLUMN].str.len().gt(0).all()
+    assert len(list((home / "lake" / "bronze").glob("*/leads.csv"))) == 1
+    assert len(list((home / "validations").glob("*.json"))) == 1
+
+    assert materialize(params) == 2970
+    store = open_store()
+    online = store.get_online_features(features=store.get_feature_service("lead_scoring_v1"),
+                                       entity_rows=[{"lead_id": "L0070000001"}]).to_dict()  # fmt: skip
+    assert online["industry"][0] is not None
+
+    result = train(params)
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("lead-scoring", "challenger")
+    assert str(version.version) == result.version == "1"
+    tags = version.tags
+    for key in ("git_commit", "dvc_data_md5", "feast_feature_service", "params_hash", "optuna_study",
+                "training_window_start", "training_window_end"):  # fmt: skip
+        assert tags.get(key), key
+    assert tags["feast_feature_service"] == "lead_scoring_v1"
+
+    run = client.get_run(result.run_id)
+    nested = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert len(nested) >= 1  # pruned trials are not logged
+    assert {"test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_precision_at_k", "test_recall_at_k"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert {f"plots/{p}.png" for p in ("roc", "precision_recall", "calibration", "feature_importance", "optimisation_history")} == artifacts
+
+    model = mlflow.pyfunc.load_model("models:/lead-scoring@challenger")
+    signature = model.metadata.get_input_schema()
+    assert signature is not None and signature.input_names() == [
+        "page_views", "email_opens", "email_clicks", "calls", "meetings", "form_fills",
+        "days_since_first_contact", "response_time_hours", "lead_source", "industry", "company_size", "region",
+    ]  # fmt: skip
+    example = pd.DataFrame(online).drop(columns=["lead_id"])
+    score = model.predict(example)
+    assert np.all((score > 0) & (score < 1))
+
+
+def test_second_dataset_with_awkward_names(home: Path, tmp_path: Path) -> None:
+    from tests.conftest import REPO
+
+    params = str(REPO / "examples" / "equipment" / "params.yaml")
+    rec = ingest(params)
+    assert rec.rows_in == rec.rows_accepted == 4000
+    materialize(params)
+    result = train(params)
+    assert str(MlflowClient().get_model_version_by_alias("machine-failure", "challenger").version) == result.version
+    assert result.test_metrics["roc_auc"] > 0.7
+    model = mlflow.pyfunc.load_model("models:/machine-failure@challenger")
+    row = pd.DataFrame([{"sensor.temp": 71.0, "vibration level": 2.0, "pressure psi": 30.0, "hours since service": 100.0,
+                         "machine type": "pump", "site": "Plant B"}])  # fmt: skip
+    assert 0 < float(model.predict(row)[0]) < 1
+
+
+def test_broken_schema_is_rejected_and_kept_in_bronze(home: Path, tmp_path: Path) -> None:
+    raw = small_params(tmp_path, rows=200)
+    raw["generate"]["faults"]["broken_schema"] = True
+    params = str(write_params(tmp_path / "params.yaml", raw))
+    with pytest.raises(SchemaError, match="'meetings', 'region'"):
+        ingest(params)
+    assert list((home / "lake" / "bronze").glob("*/leads.csv"))
+    assert list((home / "lake" / "quarantine").glob("*.rejected.json"))
+    assert not list((home / "lake" / "silver").glob("*.parquet"))

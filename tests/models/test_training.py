@@ -1,0 +1,91 @@
+"""Model code and behaviour tests on generated data (no servers)."""
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from features import gold, validation
+from models import metrics, training, tuning
+from models.pyfunc import ScoringModel
+from slipway.datagen import generate_leads
+from slipway.settings import GenerateSettings, TrainSettings, load_settings
+from tests.conftest import REPO
+
+SETTINGS = load_settings(REPO / "params.yaml")
+DATA = SETTINGS.data
+CFG = TrainSettings(n_trials=4, max_estimators=300, seed=1)
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    raw = generate_leads(GenerateSettings(rows=6000, seed=5)).frame.astype(str)
+    silver = validation.type_batch(raw, DATA).frame
+    silver[DATA.label] = silver[DATA.label].astype("int8")
+    joined = gold.build_labels(silver, DATA).merge(gold.build_features(silver, DATA), on=[DATA.entity, DATA.timestamp])
+    return joined.rename(columns={DATA.timestamp: "event_timestamp"})
+
+
+@pytest.fixture(scope="module")
+def split(frame: pd.DataFrame) -> training.Split:
+    return training.time_split(frame, DATA, CFG, "event_timestamp")
+
+
+def test_split_is_ordered_in_time(split: training.Split) -> None:
+    assert split.train.end <= split.validation.start and split.validation.end <= split.test.start
+    sizes = [len(split.train.y), len(split.validation.y), len(split.test.y)]
+    assert sizes == [4200, 900, 900]
+
+
+def test_split_refuses_a_single_class_slice(frame: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="single label class"):
+        training.time_split(frame.assign(**{DATA.label: 0}), DATA, CFG, "event_timestamp")
+
+
+def test_metrics_of_a_perfect_and_a_random_scorer() -> None:
+    y = np.array([0, 0, 1, 1, 0, 1, 0, 0, 0, 0])
+    perfect = metrics.classification_metrics(y, y.astype(float), 0.3)
+    assert perfect["roc_auc"] == 1.0 and perfect["precision_at_k"] == 1.0 and perfect["recall_at_k"] == 1.0
+    rng = np.random.default_rng(0)
+    y_big = rng.integers(0, 2, 20000)
+    assert abs(metrics.classification_metrics(y_big, rng.uniform(size=20000), 0.1)["roc_auc"] - 0.5) < 0.02
+
+
+def test_tuned_model_learns_the_signal_and_is_valid(split: training.Split) -> None:
+    study = tuning.create_study(CFG, "t", None)
+    seen: list[int] = []
+    best = tuning.tune(study, split, DATA, CFG, lambda trial, params, values: seen.append(trial.number))
+    assert len(study.trials) == 4 and seen and best.user_attrs["best_iteration"] >= 1
+    model = training.refit_xgboost(split.train_and_validation(), DATA, CFG, best.params, best.user_attrs["best_iteration"])
+    score = training.predict_proba(model, split.test.X)
+    assert ((score >= 0) & (score <= 1)).all()
+    assert metrics.classification_metrics(split.test.y, score, 0.1)["roc_auc"] > 0.7  # minimum quality
+
+
+def test_pruning_stops_hopeless_trials(split: training.Split) -> None:
+    cfg = CFG.model_copy(update={"n_trials": 12})
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0),
+                                pruner=optuna.pruners.ThresholdPruner(lower=0.99, n_warmup_steps=1))  # fmt: skip
+    with pytest.raises(RuntimeError, match="no trial completed"):
+        tuning.tune(study, split, DATA, cfg, lambda *a: None)
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.PRUNED}
+
+
+def test_baseline_is_a_reasonable_bar(split: training.Split) -> None:
+    baseline = training.fit_baseline(split.train, DATA, CFG)
+    assert metrics.classification_metrics(split.test.y, training.predict_proba(baseline, split.test.X), 0.1)["roc_auc"] > 0.65
+
+
+def test_scoring_model_behaviour(split: training.Split) -> None:
+    pipeline = training.fit_baseline(split.train, DATA, CFG)
+    model = ScoringModel(pipeline, DATA)
+    rows = split.test.X.head(50).copy()
+    base = model.predict(None, rows)
+    # invariance: column order and extra columns do not change scores
+    shuffled = rows[list(reversed(rows.columns))].assign(unrelated=1)
+    np.testing.assert_allclose(model.predict(None, shuffled), base)
+    # directional: more meetings never lowers the score of the linear baseline (positive coefficient)
+    more = rows.assign(meetings=rows["meetings"] + 5)
+    assert (model.predict(None, more) >= base - 1e-12).all()
+    # unseen category is scored, not refused
+    assert np.isfinite(model.predict(None, rows.assign(industry="aerospace"))).all()

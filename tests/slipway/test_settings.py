@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+
+from slipway.settings import SettingsError, load_settings, parse_settings
+from tests.conftest import REPO
+
+MINIMAL = {"data": {"source": "x.csv", "entity": "id", "timestamp": "t", "label": "y", "numeric": ["a"]}}
+
+
+@pytest.mark.parametrize("path", ["params.yaml", "examples/equipment/params.yaml"])
+def test_every_shipped_config_loads(path: str) -> None:
+    settings = load_settings(REPO / path)
+    assert settings.data.features
+
+
+def test_unknown_key_is_named_with_its_section() -> None:
+    raw = {**MINIMAL, "train": {"n_trial": 5}}
+    with pytest.raises(SettingsError, match=r"cfg\.yaml: train\.n_trial: unknown key"):
+        parse_settings(raw, "cfg.yaml")
+
+
+def test_missing_required_key_is_named() -> None:
+    raw = {"data": {k: v for k, v in MINIMAL["data"].items() if k != "label"}}
+    with pytest.raises(SettingsError, match=r"data\.label: required key is missing"):
+        parse_settings(raw)
+
+
+def test_a_column_cannot_be_declared_twice() -> None:
+    raw = {"data": {**MINIMAL["data"], "categorical": ["a"]}}
+    with pytest.raises(SettingsError, match="'a' is declared twice"):
+        parse_settings(raw)
+
+
+def test_ranges_must_name_numeric_columns() -> None:
+    raw = {"data": {**MINIMAL["data"], "ranges": {"zz": [0, 1]}}}
+    with pytest.raises(SettingsError, match=r"data\.ranges\.zz"):
+        parse_settings(raw)
+
+
+def test_missing_file_and_bad_yaml_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="nope.yaml: params file not found"):
+        load_settings(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(SettingsError, match="bad.yaml: not valid YAML"):
+        load_settings(bad)
+
+
+def test_settings_are_frozen_and_fingerprint_tracks_content() -> None:
+    a = parse_settings(MINIMAL)
+    b = parse_settings({**MINIMAL, "train": {"n_trials": 3}})
+    assert a.fingerprint() == parse_settings(MINIMAL).fingerprint()
+    assert a.fingerprint() != b.fingerprint()
+    with pytest.raises(Exception, match="frozen"):
+        a.train.n_trials = 1  # type: ignore[misc]
