@@ -43,7 +43,7 @@ class SuiteRun:
     duplicate_rows: list[int]
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.result.to_json_dict())
+        return dict(self.result.to_json_dict())  # type: ignore[no-untyped-call]
 
 
 def _describe(kind: str, kwargs: dict[str, Any]) -> str:

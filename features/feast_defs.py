@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, String
@@ -23,7 +24,7 @@ class FeastDefinitions:
     view: FeatureView
     service: FeatureService
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Any]:
         return [self.entity, self.source, self.view, self.service]
 
 

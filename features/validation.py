@@ -80,7 +80,7 @@ def type_batch(raw: pd.DataFrame, data: DataSettings) -> TypedBatch:
     for column in data.numeric:
         values = pd.to_numeric(raw[column], errors="coerce").astype("float64")
         _record(errors, raw[column].notna() & values.isna(), raw[column], "not a number")
-        infinite = np.isinf(values)
+        infinite = pd.Series(np.isinf(values.to_numpy()), index=values.index)
         _record(errors, infinite, raw[column], "not a finite number")
         out[column] = values.mask(infinite)
     for column in data.categorical:
@@ -131,8 +131,8 @@ def decide(
         reasons[row].append(f"duplicate ({data.entity}, {data.timestamp}) within the batch")
     if known_keys is not None and len(known_keys):
         keys = pd.MultiIndex.from_frame(typed.frame[[data.entity, data.timestamp]])
-        for row in np.flatnonzero(keys.isin(known_keys)):
-            reasons[int(row)].append(f"({data.entity}, {data.timestamp}) already in silver")
+        for seen in np.flatnonzero(keys.isin(known_keys)).tolist():
+            reasons[seen].append(f"({data.entity}, {data.timestamp}) already in silver")
     bad = sorted(reasons)
     good = typed.frame.index.difference(bad)
     quarantined = raw.reset_index(drop=True).loc[bad].astype("string")

@@ -72,7 +72,7 @@ def store_verdict(verdict: validation.Verdict, batch_id: str) -> Reconciliation:
     return Reconciliation(batch_id, verdict.rows_in, len(verdict.accepted), len(verdict.quarantined))
 
 
-@flow(name="ingest", log_prints=True)
+@flow(name="ingest")
 def ingest(params: str = "params.yaml") -> Reconciliation:
     """Ingest the configured source; print and publish the row reconciliation."""
     settings = load_params(params)

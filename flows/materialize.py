@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -38,7 +38,7 @@ def apply_and_materialize(settings: Settings, first_event: datetime, last_event:
     definitions = feast_defs.build_definitions(settings.data, settings.features, home())
     store.apply(definitions.all())
     view = store.get_feature_view(settings.features.view)
-    end = max(datetime.now(timezone.utc), last_event)
+    end = max(datetime.now(UTC), last_event)
     if view.materialization_intervals:
         store.materialize_incremental(end_date=end, feature_views=[view.name])
         return "incremental"
@@ -46,7 +46,7 @@ def apply_and_materialize(settings: Settings, first_event: datetime, last_event:
     return "full"
 
 
-@flow(name="materialize", log_prints=True)
+@flow(name="materialize")
 def materialize(params: str = "params.yaml") -> int:
     """Build gold features and load them into Feast's offline and online stores."""
     settings = load_params(params)

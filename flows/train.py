@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ def train_and_register(settings: Settings, frame: pd.DataFrame) -> TrainResult:
     data, cfg = settings.data, settings.train
     split = training.time_split(frame, data, cfg, EVENT_TIMESTAMP)
     use_experiment(cfg.experiment, home())
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     study_name = f"{settings.registry.model_name}-{started:%Y%m%dT%H%M%S}"
     storage = f"sqlite:///{home().optuna / 'optuna.db'}"
     home().optuna.mkdir(parents=True, exist_ok=True)
@@ -71,8 +71,12 @@ def train_and_register(settings: Settings, frame: pd.DataFrame) -> TrainResult:
         study = tuning.create_study(cfg, study_name, storage)
         best = tuning.tune(study, split, data, cfg, _log_trial)
         baseline = training.fit_baseline(split.train, data, cfg)
-        baseline_val = metrics.classification_metrics(split.validation.y, training.predict_proba(baseline, split.validation.X), cfg.top_k_fraction)
-        mlflow.log_metrics({"validation_roc_auc_xgboost": float(best.value or 0), "validation_roc_auc_baseline": baseline_val["roc_auc"]})
+        baseline_val = metrics.classification_metrics(
+            split.validation.y, training.predict_proba(baseline, split.validation.X), cfg.top_k_fraction
+        )
+        mlflow.log_metrics(
+            {"validation_roc_auc_xgboost": float(best.value or 0), "validation_roc_auc_baseline": baseline_val["roc_auc"]}
+        )
         winner = "xgboost" if (best.value or 0) >= baseline_val["roc_auc"] else "logistic_regression"
         full = split.train_and_validation()
         if winner == "xgboost":
@@ -98,7 +102,9 @@ def train_and_register(settings: Settings, frame: pd.DataFrame) -> TrainResult:
             "model_family": winner,
         }
         mlflow.set_tags(lineage)
-        version = registry.log_and_register(run, ScoringModel(model, data), split.test.X.head(5), settings.registry.model_name, lineage)
+        version = registry.log_and_register(
+            run, ScoringModel(model, data), split.test.X.head(5), settings.registry.model_name, lineage
+        )
     registry.set_alias(version, registry.CHALLENGER)
     lake.write_json({"model_version": version.version, "model_family": winner, **{f"test_{k}": v for k, v in test.items()}},
                     home().reports / "train_metrics.json")  # fmt: skip
@@ -120,7 +126,7 @@ def _log_figures(model: Any, split: training.Split, score: Any, study: optuna.St
     mlflow.log_figure(plots.optimisation_history(history), "plots/optimisation_history.png")
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train")
 def train(params: str = "params.yaml") -> TrainResult:
     """Train, register and alias a new challenger."""
     settings = load_params(params)

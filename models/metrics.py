@@ -8,7 +8,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 
 def classification_metrics(y: np.ndarray, score: np.ndarray, top_k_fraction: float) -> dict[str, float]:
     """ROC-AUC, PR-AUC, log loss, Brier, and precision/recall among the top-k scored."""
-    k = max(1, int(round(top_k_fraction * len(y))))
+    k = max(1, round(top_k_fraction * len(y)))
     top = np.argsort(-score, kind="stable")[:k]
     positives = max(int(y.sum()), 1)
     return {

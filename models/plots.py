@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 
-def _figure(title: str) -> tuple[Figure, plt.Axes]:
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+def _figure(title: str) -> tuple[Figure, Axes]:
+    """A figure outside pyplot's global state: no backend to pick, nothing left open."""
+    fig = Figure(figsize=(5, 4), dpi=100)
+    ax = fig.subplots()
     ax.set_title(title)
     return fig, ax
 

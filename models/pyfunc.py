@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 from sklearn.pipeline import Pipeline
 
 from features.gold import to_feature_frame
 from slipway.settings import DataSettings
 
 
-class ScoringModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class ScoringModel(PythonModel):
     """Wraps a fitted pipeline so every consumer scores rows the same way.
 
     Encoding lives inside the pipeline, and inputs are typed by the same function

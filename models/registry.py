@@ -32,7 +32,9 @@ def git_commit(repo: Path) -> str:
     """The checked-out commit, with ``-dirty`` when the tree has changes; ``unknown`` outside git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
@@ -48,7 +50,7 @@ def log_and_register(
         python_model=model,
         signature=infer_signature(example, output),
         input_example=example,
-        code_paths=[str(Path(package.__file__).parent) for package in (models, features, slipway)],
+        code_paths=[str(Path(str(package.__file__)).parent) for package in (models, features, slipway)],
         registered_model_name=name,
         tags=lineage,
     )

@@ -96,7 +96,12 @@ def fit_xgboost(
         n_jobs=2,
         callbacks=list(callbacks) or None,
     )
-    model.fit(prep.transform(split.train.X), split.train.y, eval_set=[(prep.transform(split.validation.X), split.validation.y)], verbose=False)
+    model.fit(
+        prep.transform(split.train.X),
+        split.train.y,
+        eval_set=[(prep.transform(split.validation.X), split.validation.y)],
+        verbose=False,
+    )
     return Pipeline([("prep", prep), ("model", model)])
 
 

@@ -41,7 +41,9 @@ def create_study(cfg: TrainSettings, name: str, storage: str | None) -> optuna.S
     )
 
 
-def tune(study: optuna.Study, split: Split, data: DataSettings, cfg: TrainSettings, log_trial: TrialLogger) -> optuna.trial.FrozenTrial:
+def tune(
+    study: optuna.Study, split: Split, data: DataSettings, cfg: TrainSettings, log_trial: TrialLogger
+) -> optuna.trial.FrozenTrial:
     """Run the search and return the best trial; its params and tree count drive the refit."""
 
     def objective(trial: optuna.Trial) -> float:

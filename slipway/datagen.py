@@ -11,7 +11,7 @@ validation catches every one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,7 @@ class GeneratedData:
 
 
 def _timestamps(rng: np.random.Generator, cfg: GenerateSettings, n: int) -> pd.Series:
-    start = pd.Timestamp(datetime.combine(cfg.start, datetime.min.time(), tzinfo=timezone.utc))
+    start = pd.Timestamp(datetime.combine(cfg.start, datetime.min.time(), tzinfo=UTC))
     end = start + pd.DateOffset(months=cfg.months)
     span = (end - start).total_seconds()
     offsets = np.sort(rng.uniform(0, span, n))
@@ -161,7 +161,7 @@ def inject_faults(frame: pd.DataFrame, cfg: GenerateSettings, rng: np.random.Gen
 
     def take(share: float) -> np.ndarray:
         nonlocal taken
-        k = int(round(share * n))
+        k = round(share * n)
         rows = order[taken : taken + k]
         taken += k
         return np.sort(rows)
@@ -169,7 +169,7 @@ def inject_faults(frame: pd.DataFrame, cfg: GenerateSettings, rng: np.random.Gen
     numeric = [c for c in LEAD_NUMERIC if c in out.columns]
     if faults.nulls:
         rows = take(faults.nulls)
-        cols = rng.choice(numeric + ["industry", "converted"], size=len(rows))
+        cols = rng.choice([*numeric, "industry", "converted"], size=len(rows))
         for row, col in zip(rows, cols, strict=True):
             out.at[row, col] = None
         injected["nulls"] = rows.tolist()
@@ -177,7 +177,7 @@ def inject_faults(frame: pd.DataFrame, cfg: GenerateSettings, rng: np.random.Gen
         rows = take(faults.out_of_range)
         for row in rows:
             col = rng.choice(["page_views", "response_time_hours", "email_opens"])
-            out.at[row, col] = -abs(float(out.at[row, col]) or 1.0) - 5
+            out.at[row, col] = -abs(float(frame.at[row, col]) or 1.0) - 5  # type: ignore[arg-type]
         injected["out_of_range"] = rows.tolist()
     if faults.wrong_types:
         rows = take(faults.wrong_types)

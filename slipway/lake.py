@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from slipway.storage import RawBatch
 
 def new_batch_id(batch: RawBatch) -> str:
     """Time-ordered and content-addressed: ``20261121T120000-<md5 prefix>``."""
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{batch.md5[:10]}"
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{batch.md5[:10]}"
 
 
 def _atomic_write(path: Path, write: Any) -> Path:
@@ -38,7 +38,7 @@ def archive_bronze(home: Home, batch: RawBatch) -> Path:
     target = home.bronze / batch.md5 / batch.name
     if not target.exists():
         _atomic_write(target, lambda p: p.write_bytes(batch.content))
-        meta = {"source": batch.source, "md5": batch.md5, "received": datetime.now(timezone.utc).isoformat()}
+        meta = {"source": batch.source, "md5": batch.md5, "received": datetime.now(UTC).isoformat()}
         (target.parent / "_meta.json").write_text(json.dumps(meta, indent=2))
     return target
 

@@ -63,5 +63,5 @@ def parse(batch: RawBatch) -> pd.DataFrame:
         if batch.is_parquet:
             return pd.read_parquet(io.BytesIO(batch.content))
         return pd.read_csv(io.BytesIO(batch.content), dtype=str, keep_default_na=True)
-    except Exception as exc:  # noqa: BLE001 - any parser failure is a bad source
+    except Exception as exc:
         raise SourceError(f"data.source {batch.source!r}: cannot parse: {exc}") from exc

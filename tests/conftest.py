@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def small_params(tmp: Path, rows: int = 3000, n_trials: int = 3, **faults: float) -> dict[str, Any]:
     """The shipped lead config, shrunk for tests and pointed at a source under ``tmp``."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw: dict[str, Any] = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["data"]["source"] = str(tmp / "leads.csv")
     raw["generate"]["rows"] = rows
     raw["generate"]["faults"] = {"nulls": 0.0, "out_of_range": 0.0, "wrong_types": 0.0, "duplicates": 0.0, **faults}
@@ -62,7 +62,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent))
     assert prefect, "the prefect executable is not installed next to this interpreter"
     log = open(prefect_home / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 180
     try:

@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -22,14 +22,14 @@ def silver() -> pd.DataFrame:
 
 
 def test_features_are_sorted_typed_and_windowed() -> None:
-    out = gold.build_features(silver(), DATA, start=datetime(2026, 1, 2, tzinfo=timezone.utc))
+    out = gold.build_features(silver(), DATA, start=datetime(2026, 1, 2, tzinfo=UTC))
     assert out["id"].tolist() == ["b", "c"]
     assert list(out.columns) == ["id", "t", "n.1", "c c"]
     assert out["n.1"].dtype == "float64"
 
 
 def test_labels_exclude_features() -> None:
-    out = gold.build_labels(silver(), DATA, end=datetime(2026, 1, 3, tzinfo=timezone.utc))
+    out = gold.build_labels(silver(), DATA, end=datetime(2026, 1, 3, tzinfo=UTC))
     assert list(out.columns) == ["id", "t", "y"] and out["id"].tolist() == ["a", "b"]
 
 

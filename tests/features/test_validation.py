@@ -60,7 +60,7 @@ def test_quarantine_keeps_the_raw_values() -> None:
 
 def test_broken_schema_is_rejected_naming_the_columns() -> None:
     data = generate_leads(GenerateSettings(rows=50, faults=FaultSettings(broken_schema=True)))
-    with pytest.raises(validation.SchemaError, match="batch.csv: batch rejected.*'meetings', 'region'"):
+    with pytest.raises(validation.SchemaError, match=r"batch\.csv: batch rejected.*'meetings', 'region'"):
         run_batch(data.frame)
 
 

@@ -45,9 +45,13 @@ def test_lead_pipeline_registers_a_challenger_with_lineage(home: Path, tmp_path:
     run = client.get_run(result.run_id)
     nested = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
     assert len(nested) >= 1  # pruned trials are not logged
-    assert {"test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_precision_at_k", "test_recall_at_k"} <= set(run.data.metrics)
+    assert {"test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_precision_at_k", "test_recall_at_k"} <= set(
+        run.data.metrics
+    )
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
-    assert {f"plots/{p}.png" for p in ("roc", "precision_recall", "calibration", "feature_importance", "optimisation_history")} == artifacts
+    assert {
+        f"plots/{p}.png" for p in ("roc", "precision_recall", "calibration", "feature_importance", "optimisation_history")
+    } == artifacts
 
     model = mlflow.pyfunc.load_model("models:/lead-scoring@challenger")
     signature = model.metadata.get_input_schema()

@@ -39,11 +39,11 @@ def test_ranges_must_name_numeric_columns() -> None:
 
 
 def test_missing_file_and_bad_yaml_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="nope.yaml: params file not found"):
+    with pytest.raises(SettingsError, match=r"nope\.yaml: params file not found"):
         load_settings(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: [unclosed")
-    with pytest.raises(SettingsError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(SettingsError, match=r"bad\.yaml: not valid YAML"):
         load_settings(bad)
 
 
