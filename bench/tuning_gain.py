@@ -11,6 +11,7 @@ import argparse
 import time
 
 import pandas as pd
+from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
 
 from features import gold, validation
@@ -37,13 +38,14 @@ def compare(settings: Settings, seed: int) -> dict[str, float]:
     full = split.train_and_validation()
 
     def auc(model: object) -> float:
-        return metrics.classification_metrics(split.test.y, training.predict_proba(model, split.test.X), 0.1)["roc_auc"]  # type: ignore[arg-type]
+        return metrics.classification_metrics(split.test.y, training.predict_proba(model, split.test.X), 0.1)["roc_auc"]
 
     started = time.perf_counter()
     best = tuning.tune(tuning.create_study(cfg, f"bench-{seed}", None), split, data, cfg, lambda *a: None)
     tuned = training.refit_xgboost(full, data, cfg, best.params, int(best.user_attrs["best_iteration"]))
     tuning_seconds = time.perf_counter() - started
-    untuned = training.Pipeline([("prep", training.preprocessor(data, scale=False)), ("model", XGBClassifier(random_state=cfg.seed))])
+    untuned_model = XGBClassifier(random_state=cfg.seed)
+    untuned = Pipeline([("prep", training.preprocessor(data, scale=False)), ("model", untuned_model)])
     untuned.fit(full.X, full.y)
     baseline = training.fit_baseline(full, data, cfg)
     return {"tuned": auc(tuned), "untuned": auc(untuned), "baseline": auc(baseline), "seconds": tuning_seconds}
@@ -61,9 +63,11 @@ def main() -> None:
         r = compare(settings, seed)
         rows.append(r)
         ratio = r["tuned"] / r["untuned"]
-        print(f"{seed:>6} {r['tuned']:>8.4f} {r['untuned']:>8.4f} {r['baseline']:>9.4f} {ratio:>14.4f} {settings.train.n_trials:>7} {r['seconds']:>7.1f}")
+        aucs = f"{r['tuned']:>8.4f} {r['untuned']:>8.4f} {r['baseline']:>9.4f}"
+        print(f"{seed:>6} {aucs} {ratio:>14.4f} {settings.train.n_trials:>7} {r['seconds']:>7.1f}")
     mean = pd.DataFrame(rows).mean()
-    print(f"{'mean':>6} {mean['tuned']:>8.4f} {mean['untuned']:>8.4f} {mean['baseline']:>9.4f} {mean['tuned'] / mean['untuned']:>14.4f}")
+    aucs = f"{mean['tuned']:>8.4f} {mean['untuned']:>8.4f} {mean['baseline']:>9.4f}"
+    print(f"{'mean':>6} {aucs} {mean['tuned'] / mean['untuned']:>14.4f}")
 
 
 if __name__ == "__main__":

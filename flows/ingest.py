@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
 
 from features import expectations, validation
 from flows.common import ensure_demo_source, home, load_params
@@ -30,7 +32,18 @@ class Reconciliation:
         )
 
 
-@task(retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
+def _is_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry network hiccups, not a missing file or a bad format."""
+    try:
+        state.result()
+    except storage.SourceError as exc:
+        return exc.transient
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False
+
+
+@task(retries=3, retry_delay_seconds=[1, 5, 15], retry_condition_fn=_is_transient, cache_policy=NO_CACHE)
 def fetch_batch(source: str) -> storage.RawBatch:
     return storage.fetch(source)
 

@@ -15,9 +15,19 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+PERMANENT_S3_ERRORS = {"NoSuchKey", "NoSuchBucket", "404", "403", "AccessDenied", "InvalidAccessKeyId"}
+
 
 class SourceError(ValueError):
-    """The configured source cannot be read; the message names it."""
+    """The configured source cannot be read; the message names it.
+
+    ``transient`` marks failures worth retrying (a network error), as opposed to a
+    missing file or a bad format, which no retry will fix.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -48,8 +58,11 @@ def fetch(source: str) -> RawBatch:
         url = urlparse(source)
         try:
             body = boto3.client("s3").get_object(Bucket=url.netloc, Key=url.path.lstrip("/"))["Body"].read()
-        except (BotoCoreError, ClientError) as exc:
-            raise SourceError(f"data.source {source!r}: {exc}") from exc
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            raise SourceError(f"data.source {source!r}: {exc}", transient=code not in PERMANENT_S3_ERRORS) from exc
+        except BotoCoreError as exc:
+            raise SourceError(f"data.source {source!r}: {exc}", transient=True) from exc
         return RawBatch(source, Path(url.path).name, body)
     path = Path(source)
     if not path.is_file():

@@ -1,0 +1,89 @@
+"""Raw sources: local CSV and Parquet, and s3:// through boto3 against an S3-compatible server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from slipway import storage
+from slipway.datagen import generate_leads, write_generated
+from slipway.settings import GenerateSettings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's standalone S3-compatible server, as a separate process."""
+    port = _free_port()
+    server = str(Path(sys.executable).parent / "moto_server")
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return s3_endpoint
+
+
+def test_csv_and_parquet_sources_parse_to_the_same_rows(tmp_path: Path) -> None:
+    data = generate_leads(GenerateSettings(rows=300))
+    write_generated(data, str(tmp_path / "leads.csv"))
+    write_generated(data, str(tmp_path / "leads.parquet"))
+    from_csv = storage.parse(storage.fetch(str(tmp_path / "leads.csv")))
+    from_parquet = storage.parse(storage.fetch(str(tmp_path / "leads.parquet")))
+    assert from_csv.shape == from_parquet.shape == (300, 15)
+    assert from_csv["page_views"].tolist() == from_parquet["page_views"].tolist()
+
+
+def test_s3_source_is_read_through_boto3(s3_env: str, tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    write_generated(generate_leads(GenerateSettings(rows=100)), str(path))
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="raw")
+    s3.upload_file(str(path), "raw", "crm/2026/leads.csv")
+    batch = storage.fetch("s3://raw/crm/2026/leads.csv")
+    assert batch.content == path.read_bytes() and batch.name == "leads.csv"
+    assert len(storage.parse(batch)) == 100
+
+
+def test_missing_s3_object_names_the_uri(s3_env: str) -> None:
+    boto3.client("s3").create_bucket(Bucket="empty")
+    with pytest.raises(storage.SourceError, match=r"s3://empty/none\.csv"):
+        storage.fetch("s3://empty/none.csv")
+
+
+def test_bad_sources_are_named(tmp_path: Path) -> None:
+    with pytest.raises(storage.SourceError, match=r"expected a \.csv or \.parquet"):
+        storage.fetch(str(tmp_path / "leads.xlsx"))
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet")
+    with pytest.raises(storage.SourceError, match=r"broken\.parquet.*cannot parse"):
+        storage.parse(storage.fetch(str(broken)))
