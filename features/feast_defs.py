@@ -33,8 +33,12 @@ def gold_features_path(home: Home) -> str:
 
 
 def build_definitions(data: DataSettings, features: FeatureSettings, home: Home) -> FeastDefinitions:
-    entity = Entity(name=f"{features.view}_entity", join_keys=[data.entity], value_type=ValueType.STRING,
-                    description=f"configured entity column {data.entity!r}")  # fmt: skip
+    entity = Entity(
+        name=f"{features.view}_entity",
+        join_keys=[data.entity],
+        value_type=ValueType.STRING,
+        description=f"configured entity column {data.entity!r}",
+    )
     source = FileSource(name=f"{features.view}_source", path=gold_features_path(home), timestamp_field=data.timestamp)
     schema = [Field(name=c, dtype=Float64) for c in data.numeric] + [Field(name=c, dtype=String) for c in data.categorical]
     view = FeatureView(

@@ -18,9 +18,17 @@ import pandas as pd
 from slipway.settings import DataSettings
 
 LABEL_VALUES = {
-    "1": 1, "0": 0, "1.0": 1, "0.0": 0,
-    "yes": 1, "no": 0, "y": 1, "n": 0, "true": 1, "false": 0,
-}  # fmt: skip
+    "1": 1,
+    "0": 0,
+    "1.0": 1,
+    "0.0": 0,
+    "yes": 1,
+    "no": 0,
+    "y": 1,
+    "n": 0,
+    "true": 1,
+    "false": 0,
+}
 
 REASON_COLUMN = "_quarantine_reason"
 ROW_COLUMN = "_source_row"

@@ -61,8 +61,10 @@ def validate_batch(batch: storage.RawBatch, batch_id: str, settings: Settings) -
     try:
         validation.check_schema(raw.columns, data, batch.source)
     except validation.SchemaError as exc:
-        lake.write_json({"batch_id": batch_id, "source": batch.source, "rejected": str(exc), "missing": exc.missing},
-                        home().quarantine / f"{batch_id}.rejected.json")  # fmt: skip
+        lake.write_json(
+            {"batch_id": batch_id, "source": batch.source, "rejected": str(exc), "missing": exc.missing},
+            home().quarantine / f"{batch_id}.rejected.json",
+        )
         raise
     typed = validation.type_batch(raw, data)
     run = expectations.validate(typed.frame, data, batch_id)

@@ -106,8 +106,10 @@ def train_and_register(settings: Settings, frame: pd.DataFrame) -> TrainResult:
             run, ScoringModel(model, data), split.test.X.head(5), settings.registry.model_name, lineage
         )
     registry.set_alias(version, registry.CHALLENGER)
-    lake.write_json({"model_version": version.version, "model_family": winner, **{f"test_{k}": v for k, v in test.items()}},
-                    home().reports / "train_metrics.json")  # fmt: skip
+    lake.write_json(
+        {"model_version": version.version, "model_family": winner, **{f"test_{k}": v for k, v in test.items()}},
+        home().reports / "train_metrics.json",
+    )
     return TrainResult(version.name, version.version, version.run_id, winner, test)
 
 

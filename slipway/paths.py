@@ -60,6 +60,10 @@ class Home:
         return self.root / "optuna"
 
     @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

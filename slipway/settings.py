@@ -120,6 +120,17 @@ class PromotionSettings(_Strict):
     bake_seconds: float = Field(30, ge=0)
 
 
+class ServingSettings(_Strict):
+    """The scoring service's limits and how it follows the registry."""
+
+    poll_seconds: float = Field(5.0, gt=0)
+    max_body_bytes: int = Field(1_000_000, gt=0)
+    max_rows: int = Field(1000, gt=0)
+    token_env: str = "SLIPWAY_API_TOKEN"  # the token itself never lives in the params file
+    log_flush_seconds: float = Field(1.0, gt=0)
+    log_queue_size: int = Field(100_000, gt=0)
+
+
 class Settings(_Strict):
     """The whole of ``params.yaml``."""
 
@@ -129,6 +140,7 @@ class Settings(_Strict):
     train: TrainSettings = Field(default_factory=TrainSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
 
     def fingerprint(self) -> str:
         """A stable hash of every setting, recorded as lineage on each model version."""

@@ -35,6 +35,11 @@ def write_params(path: Path, raw: dict[str, Any]) -> Path:
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh SLIPWAY_HOME with its own MLflow store."""
     root = tmp_path / "home"

@@ -25,8 +25,12 @@ def run(args: list[str], env: dict[str, str], cwd: Path = REPO, timeout: float =
 def env(tmp_path: Path, prefect_server: str) -> dict[str, str]:
     home = tmp_path / "home"
     out = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    return {**out, "SLIPWAY_HOME": str(home), "PREFECT_API_URL": prefect_server,
-            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"}  # fmt: skip
+    return {
+        **out,
+        "SLIPWAY_HOME": str(home),
+        "PREFECT_API_URL": prefect_server,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+    }
 
 
 def challenger(env: dict[str, str], name: str) -> str:

@@ -28,8 +28,9 @@ def test_lead_pipeline_registers_a_challenger_with_lineage(home: Path, tmp_path:
 
     assert materialize(params) == 2970
     store = open_store()
-    online = store.get_online_features(features=store.get_feature_service("lead_scoring_v1"),
-                                       entity_rows=[{"lead_id": "L0070000001"}]).to_dict()  # fmt: skip
+    online = store.get_online_features(
+        features=store.get_feature_service("lead_scoring_v1"), entity_rows=[{"lead_id": "L0070000001"}]
+    ).to_dict()
     assert online["industry"][0] is not None
 
     result = train(params)
@@ -37,8 +38,15 @@ def test_lead_pipeline_registers_a_challenger_with_lineage(home: Path, tmp_path:
     version = client.get_model_version_by_alias("lead-scoring", "challenger")
     assert str(version.version) == result.version == "1"
     tags = version.tags
-    for key in ("git_commit", "dvc_data_md5", "feast_feature_service", "params_hash", "optuna_study",
-                "training_window_start", "training_window_end"):  # fmt: skip
+    for key in (
+        "git_commit",
+        "dvc_data_md5",
+        "feast_feature_service",
+        "params_hash",
+        "optuna_study",
+        "training_window_start",
+        "training_window_end",
+    ):
         assert tags.get(key), key
     assert tags["feast_feature_service"] == "lead_scoring_v1"
 
@@ -56,9 +64,19 @@ def test_lead_pipeline_registers_a_challenger_with_lineage(home: Path, tmp_path:
     model = mlflow.pyfunc.load_model("models:/lead-scoring@challenger")
     signature = model.metadata.get_input_schema()
     assert signature is not None and signature.input_names() == [
-        "page_views", "email_opens", "email_clicks", "calls", "meetings", "form_fills",
-        "days_since_first_contact", "response_time_hours", "lead_source", "industry", "company_size", "region",
-    ]  # fmt: skip
+        "page_views",
+        "email_opens",
+        "email_clicks",
+        "calls",
+        "meetings",
+        "form_fills",
+        "days_since_first_contact",
+        "response_time_hours",
+        "lead_source",
+        "industry",
+        "company_size",
+        "region",
+    ]
     example = pd.DataFrame(online).drop(columns=["lead_id"])
     score = model.predict(example)
     assert np.all((score > 0) & (score < 1))
@@ -75,8 +93,18 @@ def test_second_dataset_with_awkward_names(home: Path, tmp_path: Path) -> None:
     assert str(MlflowClient().get_model_version_by_alias("machine-failure", "challenger").version) == result.version
     assert result.test_metrics["roc_auc"] > 0.7
     model = mlflow.pyfunc.load_model("models:/machine-failure@challenger")
-    row = pd.DataFrame([{"sensor.temp": 71.0, "vibration level": 2.0, "pressure psi": 30.0, "hours since service": 100.0,
-                         "machine type": "pump", "site": "Plant B"}])  # fmt: skip
+    row = pd.DataFrame(
+        [
+            {
+                "sensor.temp": 71.0,
+                "vibration level": 2.0,
+                "pressure psi": 30.0,
+                "hours since service": 100.0,
+                "machine type": "pump",
+                "site": "Plant B",
+            }
+        ]
+    )
     assert 0 < float(model.predict(row)[0]) < 1
 
 

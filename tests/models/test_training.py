@@ -64,8 +64,11 @@ def test_tuned_model_learns_the_signal_and_is_valid(split: training.Split) -> No
 
 def test_pruning_stops_hopeless_trials(split: training.Split) -> None:
     cfg = CFG.model_copy(update={"n_trials": 12})
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0),
-                                pruner=optuna.pruners.ThresholdPruner(lower=0.99, n_warmup_steps=1))  # fmt: skip
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=0),
+        pruner=optuna.pruners.ThresholdPruner(lower=0.99, n_warmup_steps=1),
+    )
     with pytest.raises(RuntimeError, match="no trial completed"):
         tuning.tune(study, split, DATA, cfg, lambda *a: None)
     assert {t.state for t in study.trials} == {optuna.trial.TrialState.PRUNED}

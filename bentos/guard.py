@@ -1,0 +1,129 @@
+"""An ASGI middleware that turns every client mistake into a 4xx before the API runs.
+
+It checks the bearer token, the content type (JSON only: BentoML's pickle content
+type is never let through to be deserialised), the body size while it streams,
+strict JSON (NaN and Infinity are refused by name) and the request schema. A valid
+request is replayed untouched to the service.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ClientError(Exception):
+    def __init__(self, status: int, error: str, detail: list[dict[str, str]] | None = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.detail = status, error, detail or []
+
+
+def _reject_constant(name: str) -> float:
+    return float("nan")  # kept as NaN so schema validation names the field
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validate_body(body: bytes, model: type[BaseModel]) -> BaseModel:
+    """Strict JSON, then the schema; errors name the field at fault."""
+    try:
+        payload = json.loads(body, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ClientError(400, f"malformed JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ClientError(400, "the body must be a JSON object")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        detail = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        raise ClientError(400, "invalid request: " + "; ".join(f"{d['field']}: {d['message']}" for d in detail), detail) from None
+
+
+class RequestGuard:
+    """Screens POSTs to the guarded paths; everything else passes straight through."""
+
+    def __init__(self, app: ASGIApp, *, models: dict[str, type[BaseModel]], max_body_bytes: int, token: str | None) -> None:
+        self.app, self.models, self.max_body_bytes, self.token = app, models, max_body_bytes, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        model = self.models.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if model is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            self._check_headers(headers)
+            body = await self._read_body(receive)
+            validate_body(body, model)
+        except ClientError as exc:
+            await self._answer(send, exc)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _check_headers(self, headers: dict[str, str]) -> None:
+        if self.token is not None:
+            given = headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                raise ClientError(401, "a valid bearer token is required (Authorization: Bearer <token>)")
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            raise ClientError(415, f"content-type must be application/json, got {media or 'none'!r}")
+        if headers.get("content-encoding", "identity").lower() != "identity":
+            raise ClientError(415, "compressed bodies are not accepted")
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise ClientError(400, "content-length must be a whole number")
+            if int(length) > self.max_body_bytes:
+                raise ClientError(413, f"body over the limit of {self.max_body_bytes} bytes")
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientError(400, "client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise ClientError(413, f"body over the limit of {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
+    async def _answer(send: Send, exc: ClientError) -> None:
+        body = json.dumps({"error": exc.error, "detail": exc.detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if exc.status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,90 @@
+"""Follows the MLflow registry: which versions are champion and challenger, and how traffic is routed.
+
+A background thread re-reads the aliases and the routing record every poll
+interval and swaps in a new immutable snapshot, so routing changes take effect
+without a restart and a request always sees one consistent view.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from models.fast_scorer import FastScorer
+from models.registry import CHALLENGER, CHAMPION
+from models.routing import Mode, Routing
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    scorer: FastScorer
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    champion: LoadedModel | None = None
+    challenger: LoadedModel | None = None
+    routing: Routing = field(default_factory=Routing)
+
+
+def load_version(model_name: str, version: str) -> LoadedModel:
+    """Load a registered pyfunc and compile its pipeline for the hot path."""
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+    inner = pyfunc.unwrap_python_model()
+    return LoadedModel(version, FastScorer(inner.pipeline, inner.data))
+
+
+class ModelRouter:
+    def __init__(self, model_name: str, poll_seconds: float) -> None:
+        self.model_name = model_name
+        self.poll_seconds = poll_seconds
+        self.snapshot = Snapshot()
+        self.last_error: str | None = None
+        self._cache: dict[str, LoadedModel] = {}
+        self._stop = threading.Event()
+        self.refresh()
+        self._thread = threading.Thread(target=self._poll, name="registry-poller", daemon=True)
+        self._thread.start()
+
+    def _model(self, version: str | None) -> LoadedModel | None:
+        if version is None:
+            return None
+        if version not in self._cache:
+            self._cache[version] = load_version(self.model_name, version)
+        return self._cache[version]
+
+    def refresh(self) -> Snapshot:
+        """Read aliases and routing; keep the last good snapshot if the registry is unreachable."""
+        try:
+            registered = MlflowClient().get_registered_model(self.model_name)
+            aliases = {alias: str(version) for alias, version in (registered.aliases or {}).items()}
+            routing = Routing.from_tags(dict(registered.tags or {}))
+            champion = self._model(aliases.get(CHAMPION))
+            challenger_version = aliases.get(CHALLENGER)
+            challenger = None
+            if routing.mode is not Mode.CHAMPION and challenger_version not in (None, aliases.get(CHAMPION)):
+                challenger = self._model(challenger_version)
+            if challenger is None:
+                routing = Routing()
+            self.snapshot = Snapshot(champion, challenger, routing)
+            self._cache = {k: v for k, v in self._cache.items() if v in (champion, challenger)}
+            self.last_error = None
+        except (MlflowException, OSError) as exc:
+            self.last_error = str(exc)
+            LOGGER.warning("registry refresh failed, keeping the current models: %s", exc)
+        return self.snapshot
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            self.refresh()
+
+    def close(self) -> None:
+        self._stop.set()

@@ -1,0 +1,171 @@
+"""The Slipway scoring service (BentoML 1.4).
+
+Loaded by ``bentoml serve bentos.service:Scoring``. The configuration comes from
+``SLIPWAY_PARAMS`` (default ``params.yaml``) and the registry from
+``MLFLOW_TRACKING_URI``; the request models are built from the configured
+features, so the OpenAPI document shows the real fields.
+"""
+
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import bentoml
+import numpy as np
+from bentoml.exceptions import NotFound, ServiceUnavailable
+
+from bentos.contract import Prediction, PredictResponse, build_contract
+from bentos.guard import RequestGuard
+from bentos.router import LoadedModel, ModelRouter, Snapshot
+from models.routing import serves_challenger, shadows
+from slipway.feature_store import open_store
+from slipway.paths import prepare_environment
+from slipway.prediction_log import PredictionLog
+from slipway.settings import load_settings
+
+HOME = prepare_environment()
+SETTINGS = load_settings(os.environ.get("SLIPWAY_PARAMS", "params.yaml"))
+CONTRACT = build_contract(SETTINGS.data, SETTINGS.serving.max_rows)
+Row = CONTRACT.row
+TOKEN = os.environ.get(SETTINGS.serving.token_env) or None
+
+REQUESTS = bentoml.metrics.Counter(
+    name="slipway_predictions_total", documentation="rows scored", labelnames=["model_version", "route"]
+)
+LATENCY = bentoml.metrics.Histogram(
+    name="slipway_prediction_latency_seconds",
+    documentation="scoring time per request",
+    labelnames=["model_version", "route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+LOG_DROPPED = bentoml.metrics.Gauge(name="slipway_prediction_log_dropped", documentation="log records dropped")
+
+
+@bentoml.service(name="slipway_scoring", traffic={"timeout": 30})
+class Scoring:
+    """Scores rows or entity ids with the champion, following the registry's routing."""
+
+    def __init__(self) -> None:
+        self.router = ModelRouter(SETTINGS.registry.model_name, SETTINGS.serving.poll_seconds)
+        self.log = PredictionLog(HOME.predictions, SETTINGS.serving.log_flush_seconds, SETTINGS.serving.log_queue_size)
+        self.shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        self._store: Any = None
+
+    def __is_ready__(self) -> bool:
+        return self.router.snapshot.champion is not None
+
+    @bentoml.api(route="/predict")
+    async def predict(self, rows: list[Row]) -> PredictResponse:  # type: ignore[valid-type]
+        """Score rows of raw features."""
+        return self._score([row.model_dump(by_alias=True) for row in rows], None)  # type: ignore[attr-defined]
+
+    @bentoml.api(route="/predict_entities")
+    async def predict_entities(self, entity_ids: list[str]) -> PredictResponse:
+        """Score entities with their features from the Feast online store."""
+        rows = await anyio.to_thread.run_sync(self._lookup, entity_ids)
+        return self._score(rows, entity_ids)
+
+    def _lookup(self, entity_ids: list[str]) -> list[dict[str, Any]]:
+        data = SETTINGS.data
+        try:
+            if self._store is None:
+                self._store = open_store()
+            service = self._store.get_feature_service(SETTINGS.features.service)
+            found = self._store.get_online_features(
+                features=service, entity_rows=[{data.entity: e} for e in entity_ids]
+            ).to_dict()
+        except Exception as exc:
+            raise ServiceUnavailable(f"feature store unavailable: {type(exc).__name__}") from exc
+        rows = [{c: found[c][i] for c in data.features} for i in range(len(entity_ids))]
+        unknown = [e for e, row in zip(entity_ids, rows, strict=True) if all(v is None for v in row.values())]
+        if unknown:
+            raise NotFound(f"unknown entity ids: {', '.join(unknown[:20])}")
+        return rows
+
+    def _score(self, rows: list[dict[str, Any]], entities: list[str] | None) -> PredictResponse:
+        started = time.perf_counter()
+        snap = self.router.snapshot
+        if snap.champion is None:
+            raise ServiceUnavailable(f"no '{SETTINGS.registry.model_name}@champion' in the registry yet")
+        request_id = uuid.uuid4().hex
+        ids = [f"{request_id}-{i}" for i in range(len(rows))]
+        keys = entities or ids
+        served = [snap.challenger if snap.challenger and serves_challenger(snap.routing, k) else snap.champion for k in keys]
+        scores = np.empty(len(rows))
+        for model in {m.version: m for m in served if m is not None}.values():
+            index = [i for i, m in enumerate(served) if m is model]
+            scores[index] = model.scorer.predict([rows[i] for i in index])
+        elapsed = time.perf_counter() - started
+        route = "canary" if snap.challenger and not shadows(snap.routing) else ("shadow" if snap.challenger else "champion")
+        for model in {m.version: m for m in served if m is not None}.values():
+            REQUESTS.labels(model_version=model.version, route=route).inc(sum(m is model for m in served))
+            LATENCY.labels(model_version=model.version, route=route).observe(elapsed)
+        versions = [m.version if m else "" for m in served]
+        self._log(snap, rows, entities, ids, versions, scores, elapsed, route)
+        triples = zip(scores, versions, ids, strict=True)
+        return PredictResponse(predictions=[Prediction(score=float(s), model_version=v, request_id=i) for s, v, i in triples])
+
+    def _log(
+        self,
+        snap: Snapshot,
+        rows: list[dict[str, Any]],
+        entities: list[str] | None,
+        ids: list[str],
+        versions: list[str],
+        scores: np.ndarray,
+        elapsed: float,
+        route: str,
+    ) -> None:
+        now = datetime.now(UTC)
+        records = [
+            {
+                "request_id": ids[i],
+                "time": now,
+                "entity": entities[i] if entities else None,
+                "features": rows[i],
+                "route": route,
+                "served_version": versions[i],
+                "score": float(scores[i]),
+                "shadow_version": None,
+                "shadow_score": None,
+                "latency_ms": elapsed * 1000,
+            }
+            for i in range(len(rows))
+        ]
+        if shadows(snap.routing) and snap.challenger is not None:
+            self.shadow_pool.submit(self._shadow, snap.challenger, rows, records)
+        else:
+            self._append(records)
+
+    def _shadow(self, challenger: LoadedModel, rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
+        """Score a copy of the request with the challenger, off the request path; never returned."""
+        try:
+            shadow = challenger.scorer.predict(rows)
+            for record, score in zip(records, shadow, strict=True):
+                record["shadow_version"], record["shadow_score"] = challenger.version, float(score)
+        finally:
+            self._append(records)
+
+    def _append(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            record["features"] = _json(record["features"])
+            self.log.append(record)
+        LOG_DROPPED.set(self.log.dropped)
+
+
+def _json(features: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(features, default=str)
+
+
+Scoring.add_asgi_middleware(  # type: ignore[attr-defined]
+    RequestGuard,
+    models={"/predict": CONTRACT.predict_request, "/predict_entities": CONTRACT.entities_request},
+    max_body_bytes=SETTINGS.serving.max_body_bytes,
+    token=TOKEN,
+)

@@ -1,0 +1,83 @@
+"""Scoring rows without pandas on the hot path.
+
+The registered pipeline (one-hot encoder + XGBoost or scaled logistic regression)
+is compiled into plain arrays once; each request then builds one float matrix and
+calls XGBoost's ``inplace_predict`` (or a dot product). Scores equal the pyfunc's,
+which tests check, so the service is fast without a second source of truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from features.gold import MISSING_CATEGORY
+from slipway.settings import DataSettings
+
+
+@dataclass(frozen=True)
+class _Layout:
+    numeric: list[str]
+    categorical: list[tuple[str, dict[str, int]]]  # column → {category: output column}
+    width: int
+
+
+def _layout(pipeline: Pipeline, data: DataSettings) -> _Layout:
+    prep = pipeline.named_steps["prep"]
+    encoder = prep.named_transformers_["categorical"]
+    offset = len(data.numeric)
+    categorical = []
+    for column, categories in zip(data.categorical, encoder.categories_, strict=True):
+        categorical.append((column, {str(c): offset + i for i, c in enumerate(categories)}))
+        offset += len(categories)
+    return _Layout(list(data.numeric), categorical, offset)
+
+
+class FastScorer:
+    """Probability of the positive class for rows given as mappings of raw features."""
+
+    def __init__(self, pipeline: Pipeline, data: DataSettings) -> None:
+        self.layout = _layout(pipeline, data)
+        model = pipeline.named_steps["model"]
+        numeric_step = pipeline.named_steps["prep"].named_transformers_["numeric"]
+        self._booster: Any = None
+        self._impute: np.ndarray | None = None
+        if hasattr(model, "get_booster"):
+            self._booster = model.get_booster().copy()
+            self._booster.set_param({"nthread": 1})  # one row at a time: threads only add overhead
+        else:  # logistic regression behind imputer + scaler
+            imputer, scaler = numeric_step.steps[0][1], numeric_step.steps[1][1]
+            self._impute = np.asarray(imputer.statistics_, dtype=float)
+            self._mean = np.asarray(scaler.mean_, dtype=float)
+            self._scale = np.asarray(scaler.scale_, dtype=float)
+            self._coef = np.asarray(model.coef_[0], dtype=float)
+            self._intercept = float(model.intercept_[0])
+
+    def matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        layout = self.layout
+        out = np.zeros((len(rows), layout.width), dtype=np.float32 if self._booster is not None else float)
+        for i, row in enumerate(rows):
+            for j, column in enumerate(layout.numeric):
+                value = row.get(column)
+                out[i, j] = np.nan if value is None else float(value)
+            for column, positions in layout.categorical:
+                value = row.get(column)
+                position = positions.get(MISSING_CATEGORY if value is None else str(value))
+                if position is not None:  # unseen category: all zeros, as handle_unknown="ignore"
+                    out[i, position] = 1.0
+        return out
+
+    def predict(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        x = self.matrix(rows)
+        if self._booster is not None:
+            return np.asarray(self._booster.inplace_predict(x), dtype=float)
+        n = len(self.layout.numeric)
+        numeric = x[:, :n]
+        assert self._impute is not None
+        numeric = np.where(np.isnan(numeric), self._impute, numeric)
+        x[:, :n] = (numeric - self._mean) / self._scale
+        return np.asarray(1.0 / (1.0 + np.exp(-(x @ self._coef + self._intercept))), dtype=float)

@@ -1,0 +1,139 @@
+"""The scoring service over HTTP, against a real ``bentoml serve`` process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.routing import Mode, Routing
+from slipway.prediction_log import read_prediction_log
+from tests.bentos.conftest import Served
+
+
+def post(served: Served, path: str, body: Any, **headers: str) -> httpx.Response:
+    return httpx.post(f"{served.url}{path}", json=body, headers=headers, timeout=30)
+
+
+def set_routing(served: Served, routing: Routing) -> None:
+    client = served.client()
+    for key, value in routing.to_tags().items():
+        client.set_registered_model_tag(served.settings.registry.model_name, key, value)
+    time.sleep(served.settings.serving.poll_seconds * 3)  # within a few polling intervals
+
+
+def test_scores_equal_the_registered_pyfunc(served: Served) -> None:
+    response = post(served, "/predict", {"rows": served.rows})
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert {p["model_version"] for p in predictions} == {"1"}
+    assert len({p["request_id"] for p in predictions}) == len(served.rows)
+    mlflow.set_tracking_uri(served.env["MLFLOW_TRACKING_URI"])
+    expected = mlflow.pyfunc.load_model(f"models:/{served.settings.registry.model_name}/1").predict(pd.DataFrame(served.rows))
+    np.testing.assert_allclose([p["score"] for p in predictions], expected, rtol=1e-6)
+
+
+def test_entities_are_scored_with_online_features(served: Served) -> None:
+    ids = served.entity_ids[:5]
+    by_entity = post(served, "/predict_entities", {"entity_ids": ids})
+    assert by_entity.status_code == 200
+    scores = [p["score"] for p in by_entity.json()["predictions"]]
+    by_rows = post(served, "/predict", {"rows": served.rows[:5]})
+    np.testing.assert_allclose(scores, [p["score"] for p in by_rows.json()["predictions"]], rtol=1e-6)
+
+
+def test_unknown_entities_are_404_naming_them(served: Served) -> None:
+    response = post(served, "/predict_entities", {"entity_ids": [served.entity_ids[0], "ghost-1", "ghost-2"]})
+    assert response.status_code == 404
+    assert "ghost-1" in response.text and "ghost-2" in response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "media", "status"),
+    [
+        ('{"rows": [{"page_views": NaN}]}', "application/json", 400),
+        ('{"rows": "all"}', "application/json", 400),
+        ('{"entity_ids": []}', "application/json", 400),
+        (b"\x80\x04\x95\x00", "application/vnd.bentoml+pickle", 415),
+        ("{}", "text/plain", 415),
+        ('{"rows": [' + "1," * 600_000 + "1]}", "application/json", 413),
+    ],
+)
+def test_bad_input_is_a_client_error_over_http(served: Served, body: str | bytes, media: str, status: int) -> None:
+    path = "/predict_entities" if "entity_ids" in str(body) else "/predict"
+    response = httpx.post(f"{served.url}{path}", content=body, headers={"content-type": media}, timeout=30)
+    assert response.status_code == status
+    assert "error" in response.json()
+
+
+def test_openapi_metrics_and_probes(served: Served) -> None:
+    spec = httpx.get(f"{served.url}/docs.json").json()
+    text = json.dumps(spec)
+    for feature in served.settings.data.features:
+        assert f'"{feature}"' in text
+    assert "/predict_entities" in spec["paths"]
+    assert httpx.get(f"{served.url}/livez").status_code == 200
+    post(served, "/predict", {"rows": served.rows[:2]})
+    metrics = httpx.get(f"{served.url}/metrics").text
+    assert 'slipway_predictions_total{model_version="1"' in metrics or "slipway_predictions_total{" in metrics
+    assert "slipway_prediction_latency_seconds_bucket" in metrics
+
+
+def test_routing_follows_the_registry_without_restart(served: Served) -> None:
+    log_dir = served.home.predictions
+    set_routing(served, Routing(Mode.SHADOW))
+    response = post(served, "/predict", {"rows": served.rows[:10]})
+    assert {p["model_version"] for p in response.json()["predictions"]} == {"1"}  # shadow is never returned
+    ids = {p["request_id"] for p in response.json()["predictions"]}
+    time.sleep(1.5)
+    logged = read_prediction_log(log_dir).set_index("request_id").loc[sorted(ids)]
+    assert (logged["shadow_version"] == "2").all() and logged["shadow_score"].between(0, 1).all()
+    assert (logged["served_version"] == "1").all() and (logged["latency_ms"] > 0).all()
+    assert json.loads(logged["features"].iloc[0]).keys() == set(served.settings.data.features)
+
+    set_routing(served, Routing(Mode.CANARY, 10))
+    ids_all = served.entity_ids[:300]
+    first = post(served, "/predict_entities", {"entity_ids": ids_all}).json()["predictions"]
+    again = post(served, "/predict_entities", {"entity_ids": ids_all}).json()["predictions"]
+    share = sum(p["model_version"] == "2" for p in first) / len(first)
+    assert 0.03 < share < 0.2
+    assert [p["model_version"] for p in first] == [p["model_version"] for p in again]  # sticky per entity
+
+    set_routing(served, Routing())
+    back = post(served, "/predict_entities", {"entity_ids": ids_all}).json()["predictions"]
+    assert {p["model_version"] for p in back} == {"1"}
+
+
+def test_fuzzing_finds_no_server_error(served: Served, tmp_path: Path) -> None:
+    st = str(Path(sys.executable).parent / "schemathesis")
+    result = subprocess.run(
+        [
+            st,
+            "run",
+            f"{served.url}/docs.json",
+            "--checks",
+            "not_a_server_error",
+            "-n",
+            "40",
+            "--seed",
+            "7",
+            "--include-path-regex",
+            "^/predict",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "Tested: 2" in result.stdout, result.stdout[-2000:]  # both scoring endpoints were exercised
