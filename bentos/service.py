@@ -6,10 +6,10 @@ Loaded by ``bentoml serve bentos.service:Scoring``. The configuration comes from
 features, so the OpenAPI document shows the real fields.
 """
 
+import gc
 import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +20,8 @@ from bentoml.exceptions import NotFound, ServiceUnavailable
 
 from bentos.contract import Prediction, PredictResponse, build_contract
 from bentos.guard import RequestGuard
-from bentos.router import LoadedModel, ModelRouter, Snapshot
+from bentos.router import ModelRouter, Snapshot
+from bentos.shadow import ShadowBatcher
 from models.routing import serves_challenger, shadows
 from slipway.feature_store import open_store
 from slipway.paths import prepare_environment
@@ -45,15 +46,22 @@ LATENCY = bentoml.metrics.Histogram(
 LOG_DROPPED = bentoml.metrics.Gauge(name="slipway_prediction_log_dropped", documentation="log records dropped")
 
 
-@bentoml.service(name="slipway_scoring", traffic={"timeout": 30})
+@bentoml.service(
+    name="slipway_scoring",
+    traffic={"timeout": 30},
+    logging={"access": {"enabled": False}},  # one log line per request costs more than scoring it
+)
 class Scoring:
     """Scores rows or entity ids with the champion, following the registry's routing."""
 
     def __init__(self) -> None:
         self.router = ModelRouter(SETTINGS.registry.model_name, SETTINGS.serving.poll_seconds)
         self.log = PredictionLog(HOME.predictions, SETTINGS.serving.log_flush_seconds, SETTINGS.serving.log_queue_size)
-        self.shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        self.shadow = ShadowBatcher(self._append)
         self._store: Any = None
+        # Move the large start-up heap (MLflow, Feast, pandas) out of the collector's
+        # reach: full collections over it otherwise stall a request every few seconds.
+        gc.freeze()
 
     def __is_ready__(self) -> bool:
         return self.router.snapshot.champion is not None
@@ -137,30 +145,14 @@ class Scoring:
             for i in range(len(rows))
         ]
         if shadows(snap.routing) and snap.challenger is not None:
-            self.shadow_pool.submit(self._shadow, snap.challenger, rows, records)
+            self.shadow.submit(snap.challenger, rows, records)
         else:
-            self._append(records)
-
-    def _shadow(self, challenger: LoadedModel, rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
-        """Score a copy of the request with the challenger, off the request path; never returned."""
-        try:
-            shadow = challenger.scorer.predict(rows)
-            for record, score in zip(records, shadow, strict=True):
-                record["shadow_version"], record["shadow_score"] = challenger.version, float(score)
-        finally:
             self._append(records)
 
     def _append(self, records: list[dict[str, Any]]) -> None:
         for record in records:
-            record["features"] = _json(record["features"])
             self.log.append(record)
         LOG_DROPPED.set(self.log.dropped)
-
-
-def _json(features: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(features, default=str)
 
 
 Scoring.add_asgi_middleware(  # type: ignore[attr-defined]

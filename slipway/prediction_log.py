@@ -8,6 +8,7 @@ block or fail a request.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -63,6 +64,9 @@ class PredictionLog:
                 break
         if not records:
             return 0
+        for record in records:  # encoded here, in the writer thread, not on the request path
+            if not isinstance(record.get("features"), str):
+                record["features"] = json.dumps(record.get("features"), default=str)
         frame = pd.DataFrame.from_records(records, columns=COLUMNS)
         now = datetime.now(UTC)
         path = self.directory / f"date={now:%Y-%m-%d}" / f"part-{now:%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"

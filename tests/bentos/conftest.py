@@ -8,25 +8,17 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from features import feast_defs, gold, validation
-from models import registry, training
-from models.pyfunc import ScoringModel
-from slipway import lake
-from slipway.datagen import generate_leads
-from slipway.feature_store import open_store
 from slipway.paths import Home
+from slipway.sample import build_sample_deployment
 from slipway.settings import Settings, load_settings
-from slipway.tracking import use_experiment
 from tests.conftest import _free_port, small_params, write_params
 
 
@@ -44,36 +36,11 @@ class Served:
 
 
 def _prepare(root: Path) -> tuple[Settings, Home, pd.DataFrame]:
-    """Silver → gold → Feast (offline + online) → two registered versions, without Prefect."""
     raw = small_params(root, rows=2000, n_trials=1)
     raw["serving"]["poll_seconds"] = 0.5
     raw["serving"]["log_flush_seconds"] = 0.2
     settings = load_settings(write_params(root / "params.yaml", raw))
-    data, home = settings.data, Home.current()
-    assert settings.generate is not None
-    typed = validation.type_batch(generate_leads(settings.generate).frame.astype(str), data).frame
-    typed[data.label] = typed[data.label].astype("int8")
-    lake.write_parquet(gold.build_features(typed, data), home.gold / "features.parquet")
-    store = open_store()
-    store.apply(feast_defs.build_definitions(data, settings.features, home).all())
-    stamps = typed[data.timestamp]
-    store.materialize(stamps.min().to_pydatetime(), datetime.now(UTC))
-    frame = gold.build_labels(typed, data).merge(gold.build_features(typed, data), on=[data.entity, data.timestamp])
-    split = training.time_split(frame, data, settings.train, data.timestamp)
-    use_experiment("service-tests", home)
-    champion = training.fit_baseline(split.train, data, settings.train)
-    challenger = training.refit_xgboost(split.train, data, settings.train, {"max_depth": 3}, 40)
-    versions = []
-    for pipeline in (champion, challenger):
-        with mlflow.start_run() as run:
-            versions.append(
-                registry.log_and_register(
-                    run, ScoringModel(pipeline, data), split.test.X.head(3), settings.registry.model_name, {}
-                )
-            )
-    registry.set_alias(versions[0], registry.CHAMPION)
-    registry.set_alias(versions[1], registry.CHALLENGER)
-    return settings, home, split.test.X.assign(**{data.entity: frame.loc[split.test.X.index, data.entity]})
+    return settings, Home.current(), build_sample_deployment(settings)
 
 
 @pytest.fixture(scope="package")

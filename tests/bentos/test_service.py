@@ -137,3 +137,39 @@ def test_fuzzing_finds_no_server_error(served: Served, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:]
     assert "Tested: 2" in result.stdout, result.stdout[-2000:]  # both scoring endpoints were exercised
+
+
+MATERIALIZE_LOOP = """
+import sys, time
+from datetime import datetime, timezone
+from slipway.paths import prepare_environment
+prepare_environment()
+from slipway.feature_store import open_store
+store = open_store()
+deadline = time.monotonic() + float(sys.argv[1])
+runs = 0
+while time.monotonic() < deadline:
+    store.materialize(datetime(2026, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
+    runs += 1
+print("RUNS", runs)
+"""
+
+
+def test_entities_keep_answering_while_features_materialize(served: Served) -> None:
+    """Feast refuses reads of a view in MATERIALIZING state unless told to serve the last values."""
+    ids = served.entity_ids[:20]
+    expected = [p["score"] for p in post(served, "/predict_entities", {"entity_ids": ids}).json()["predictions"]]
+    loop = subprocess.Popen([sys.executable, "-c", MATERIALIZE_LOOP, "12"], env=served.env, stdout=subprocess.PIPE, text=True)
+    statuses: list[int] = []
+    try:
+        while loop.poll() is None:
+            response = post(served, "/predict_entities", {"entity_ids": ids})
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                np.testing.assert_allclose([p["score"] for p in response.json()["predictions"]], expected, rtol=1e-6)
+    finally:
+        out, _ = loop.communicate(timeout=60)
+    runs = int(out.rsplit("RUNS", 1)[1])
+    assert loop.returncode == 0 and runs >= 2  # several materializations overlapped the requests
+    assert len(statuses) > 20
+    assert set(statuses) == {200}, f"{sum(s != 200 for s in statuses)} of {len(statuses)} lookups failed"
