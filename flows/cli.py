@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from slipway.paths import Home, prepare_environment
 from slipway.settings import SettingsError, load_settings
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DATA = 1, 2, 3
-FLOWS = ("ingest", "materialize", "train", "pipeline")
+FLOWS = ("ingest", "materialize", "train", "pipeline", "package")
 
 
 class UsageError(ValueError):
@@ -83,6 +84,35 @@ def demo(params: str) -> None:
     )
 
 
+def serve(params: str, port: int) -> int:
+    """Run the scoring service for the current champion (``bentoml serve``) in the foreground."""
+    import subprocess
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    settings = load_settings(params)
+    try:
+        aliases = MlflowClient().get_registered_model(settings.registry.model_name).aliases or {}
+    except MlflowException:
+        aliases = {}
+    if "champion" not in aliases:
+        print(
+            f"slipway: warning: no '{settings.registry.model_name}@champion' yet; /readyz answers 503 until one is promoted",
+            file=sys.stderr,
+        )
+    repo = Path(__file__).resolve().parent.parent
+    bentoml = Path(sys.executable).parent / "bentoml"
+    env = {**os.environ, "SLIPWAY_PARAMS": str(Path(params).resolve())}
+    command = [str(bentoml), "serve", "bentos.service:Scoring", "--port", str(port)]
+    print(
+        f"slipway: serving {settings.registry.model_name} on http://127.0.0.1:{port} (docs: /docs, OpenAPI: /docs.json)",
+        flush=True,
+    )
+    return subprocess.call(command, cwd=repo, env=env)
+
+
 def generate(params: str, output: str | None) -> None:
     from slipway.datagen import generate_leads, write_generated
 
@@ -104,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run one flow")
     run.add_argument("flow", help=f"one of: {', '.join(FLOWS)}")
     run.add_argument("assignments", nargs="*", metavar="NAME=VALUE", help="flow parameters")
+    srv = sub.add_parser("serve", parents=[common], help="serve the scoring service for the current champion")
+    srv.add_argument("--port", type=int, default=3000)
     gen = sub.add_parser("generate", parents=[common], help="write the configured demo data")
     gen.add_argument("--output", help="where to write (default: data.source)")
     return parser
@@ -120,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo(args.params)
         elif args.command == "run":
             run_flow(args.flow, args.params, args.assignments)
+        elif args.command == "serve":
+            return serve(args.params, args.port)
         else:
             generate(args.params, args.output)
     except (SettingsError, UsageError) as exc:

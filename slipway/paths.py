@@ -91,5 +91,7 @@ def prepare_environment() -> Home:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("FEAST_USAGE", "False")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("BENTOML_HOME", str(home.root / "bentoml"))
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     home.mlflow.mkdir(parents=True, exist_ok=True)
     return home

@@ -173,3 +173,58 @@ def test_entities_keep_answering_while_features_materialize(served: Served) -> N
     assert loop.returncode == 0 and runs >= 2  # several materializations overlapped the requests
     assert len(statuses) > 20
     assert set(statuses) == {200}, f"{sum(s != 200 for s in statuses)} of {len(statuses)} lookups failed"
+
+
+def test_bentoml_build_works_from_the_repository(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [bentoml, "build", "-f", "bentos/bentofile.yaml", "."], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "slipway-scoring" in result.stdout + result.stderr
+
+
+def test_feature_store_failure_is_503_and_recovers(served: Served) -> None:
+    online = served.home.feast / "online.db"
+    moved = online.with_name("online.db.away")
+    online.rename(moved)
+    online.mkdir()  # the store can no longer be opened
+    try:
+        response = post(served, "/predict_entities", {"entity_ids": served.entity_ids[:2]})
+        assert response.status_code == 503, response.text
+        assert post(served, "/predict", {"rows": served.rows[:1]}).status_code == 200  # rows need no store
+    finally:
+        online.rmdir()
+        moved.rename(online)
+    assert post(served, "/predict_entities", {"entity_ids": served.entity_ids[:2]}).status_code == 200
+
+
+def test_slipway_serve_starts_the_service(served: Served) -> None:
+    from tests.conftest import _free_port
+
+    port = _free_port()
+    slipway = str(Path(sys.executable).parent / "slipway")
+    proc = subprocess.Popen(
+        [slipway, "serve", "--params", served.env["SLIPWAY_PARAMS"], "--port", str(port)],
+        env=served.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        response = httpx.post(f"http://127.0.0.1:{port}/predict", json={"rows": served.rows[:1]}, timeout=10)
+        assert response.status_code == 200 and response.json()["predictions"][0]["model_version"] == "1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -117,3 +117,34 @@ def test_broken_schema_is_rejected_and_kept_in_bronze(home: Path, tmp_path: Path
     assert list((home / "lake" / "bronze").glob("*/leads.csv"))
     assert list((home / "lake" / "quarantine").glob("*.rejected.json"))
     assert not list((home / "lake" / "silver").glob("*.parquet"))
+
+
+def test_package_builds_a_bento_with_the_served_versions(home: Path, tmp_path: Path) -> None:
+    import bentoml
+
+    from flows.package import package
+    from models.routing import Mode, Routing
+    from slipway.sample import build_sample_deployment
+    from slipway.settings import load_settings
+
+    params = write_params(tmp_path / "params.yaml", small_params(tmp_path, rows=1500))
+    settings = load_settings(params)
+    build_sample_deployment(settings)
+    client = MlflowClient()
+    name = settings.registry.model_name
+    client.set_model_version_tag(name, "1", "git_commit", "abc123")
+    for key, value in Routing(Mode.SHADOW).to_tags().items():
+        client.set_registered_model_tag(name, key, value)
+
+    tag = package(str(params))
+    bento = bentoml.bentos.get(tag)
+    labels = bento.info.labels
+    assert labels["champion_version"] == "1" and labels["challenger_version"] == "2"
+    assert labels["champion_git_commit"] == "abc123" and labels["model_name"] == name
+    assert {str(m.tag).split(":")[0] for m in bento.info.all_models} == {f"{name}-v1", f"{name}-v2"}
+    assert (Path(bento.path) / "src" / "bentos" / "service.py").exists()
+
+    for key, value in Routing().to_tags().items():  # champion only: the challenger is not packaged
+        client.set_registered_model_tag(name, key, value)
+    alone = bentoml.bentos.get(package(str(params)))
+    assert "challenger_version" not in alone.info.labels
