@@ -21,7 +21,7 @@ from slipway.paths import Home, prepare_environment
 from slipway.settings import SettingsError, load_settings
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DATA = 1, 2, 3
-FLOWS = ("ingest", "materialize", "train", "pipeline", "package")
+FLOWS = ("ingest", "materialize", "train", "pipeline", "package", "rollback")
 
 
 class UsageError(ValueError):
@@ -84,9 +84,8 @@ def demo(params: str) -> None:
     )
 
 
-def serve(params: str, port: int) -> int:
+def serve(params: str, port: int) -> None:
     """Run the scoring service for the current champion (``bentoml serve``) in the foreground."""
-    import subprocess
     from pathlib import Path
 
     from mlflow import MlflowClient
@@ -110,7 +109,23 @@ def serve(params: str, port: int) -> int:
         f"slipway: serving {settings.registry.model_name} on http://127.0.0.1:{port} (docs: /docs, OpenAPI: /docs.json)",
         flush=True,
     )
-    return subprocess.call(command, cwd=repo, env=env)
+    os.chdir(repo)
+    os.execve(command[0], command, env)  # become the server, so Ctrl-C and SIGTERM reach it directly
+
+
+def history(params: str) -> None:
+    """Which version was champion when, who decided, and every other audited decision."""
+    from slipway.audit import AuditLog
+
+    name = load_settings(params).registry.model_name
+    log = AuditLog(Home.current().audit_log)
+    count = log.verify()
+    entries = [e for e in log.entries() if e["model"] == name]
+    print(f"{name}: {len(entries)} decisions (audit chain of {count} entries verified)")
+    print(f"{'time':<33} {'event':<18} {'version':>7}  {'by':<14} details")
+    for e in entries:
+        details = ", ".join(f"{k}={v}" for k, v in e["details"].items())
+        print(f"{e['time']:<33} {e['event']:<18} {e['version'] or '-':>7}  {e['actor']:<14} {details}")
 
 
 def generate(params: str, output: str | None) -> None:
@@ -136,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("assignments", nargs="*", metavar="NAME=VALUE", help="flow parameters")
     srv = sub.add_parser("serve", parents=[common], help="serve the scoring service for the current champion")
     srv.add_argument("--port", type=int, default=3000)
+    sub.add_parser("history", parents=[common], help="champion history and audited decisions")
     gen = sub.add_parser("generate", parents=[common], help="write the configured demo data")
     gen.add_argument("--output", help="where to write (default: data.source)")
     return parser
@@ -152,8 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo(args.params)
         elif args.command == "run":
             run_flow(args.flow, args.params, args.assignments)
+        elif args.command == "history":
+            history(args.params)
         elif args.command == "serve":
-            return serve(args.params, args.port)
+            serve(args.params, args.port)
         else:
             generate(args.params, args.output)
     except (SettingsError, UsageError) as exc:

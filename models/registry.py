@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -16,9 +17,12 @@ import features
 import models
 import slipway
 from models.pyfunc import ScoringModel
+from models.routing import Routing
+from slipway.audit import AuditLog
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PREVIOUS_CHAMPION_TAG = "slipway.previous_champion"
 
 
 @dataclass(frozen=True)
@@ -63,3 +67,55 @@ def log_and_register(
 
 def set_alias(version: RegisteredVersion, alias: str) -> None:
     MlflowClient().set_registered_model_alias(version.name, alias, version.version)
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    """The version an alias points at, or None."""
+    aliases = MlflowClient().get_registered_model(name).aliases or {}
+    version = aliases.get(alias)
+    return None if version is None else str(version)
+
+
+def switch_champion(name: str, version: str, actor: str, audit: AuditLog, reason: str) -> str | None:
+    """Point ``champion`` at ``version`` in one registry call; remember the previous one.
+
+    Re-running after a crash is safe: if the alias already points at ``version``
+    nothing changes. Returns the previous champion.
+    """
+    client = MlflowClient()
+    previous = alias_version(name, CHAMPION)
+    if previous == version:
+        return previous
+    now = datetime.now(UTC).isoformat()
+    client.set_registered_model_alias(name, CHAMPION, version)  # the switch itself: one atomic update
+    if previous is not None:
+        client.set_registered_model_tag(name, PREVIOUS_CHAMPION_TAG, previous)
+        client.set_model_version_tag(name, previous, "slipway.champion_until", now)
+    client.set_model_version_tag(name, version, "slipway.champion_since", now)
+    client.set_model_version_tag(name, version, "slipway.promoted_by", actor)
+    if alias_version(name, CHALLENGER) == version:
+        client.delete_registered_model_alias(name, CHALLENGER)
+    for key, value in Routing().to_tags().items():
+        client.set_registered_model_tag(name, key, value)
+    audit.append("champion_switch", actor, name, version, {"previous": previous, "reason": reason})
+    return previous
+
+
+def rollback_champion(name: str, actor: str, audit: AuditLog, reason: str) -> str:
+    """Restore the previous champion in one step; returns the restored version."""
+    client = MlflowClient()
+    registered = client.get_registered_model(name)
+    previous: str | None = (registered.tags or {}).get(PREVIOUS_CHAMPION_TAG)
+    current = alias_version(name, CHAMPION)
+    if previous is None or previous == current:
+        raise RuntimeError(f"{name!r}: no previous champion is recorded, nothing to roll back to")
+    now = datetime.now(UTC).isoformat()
+    for key, value in Routing().to_tags().items():  # stop any canary or shadow first
+        client.set_registered_model_tag(name, key, value)
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.delete_registered_model_tag(name, PREVIOUS_CHAMPION_TAG)  # never "roll back" onto the version just removed
+    if current is not None:
+        client.set_model_version_tag(name, current, "slipway.rolled_back", f"{now} by {actor}: {reason}")
+    client.set_model_version_tag(name, previous, "slipway.champion_since", now)
+    audit.append("rollback", actor, name, previous, {"from": current, "reason": reason})
+    return previous

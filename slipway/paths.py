@@ -60,6 +60,10 @@ class Home:
         return self.root / "optuna"
 
     @property
+    def audit_log(self) -> Path:
+        return self.root / "audit" / "audit.jsonl"
+
+    @property
     def predictions(self) -> Path:
         return self.root / "predictions"
 

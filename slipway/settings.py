@@ -118,6 +118,10 @@ class PromotionSettings(_Strict):
     shadow_seconds: float = Field(60, ge=0)
     canary_steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
     bake_seconds: float = Field(30, ge=0)
+    min_auc_gain: float = 0.02  # over the champion on the evaluation window; 0 means "no worse"
+    slices: list[str] = Field(default_factory=list)  # categorical columns whose groups must not regress
+    max_slice_regression: float = Field(0.05, ge=0)  # allowed ROC-AUC drop within any slice
+    min_slice_rows: int = Field(100, gt=0)  # smaller slices (or ones with one class) are not judged
 
 
 class ServingSettings(_Strict):

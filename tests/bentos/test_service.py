@@ -228,3 +228,6 @@ def test_slipway_serve_starts_the_service(served: Served) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    time.sleep(2)
+    with pytest.raises(httpx.HTTPError):  # the server went down with the command: nothing left behind
+        httpx.get(f"http://127.0.0.1:{port}/livez", timeout=2)

@@ -148,3 +148,35 @@ def test_package_builds_a_bento_with_the_served_versions(home: Path, tmp_path: P
         client.set_registered_model_tag(name, key, value)
     alone = bentoml.bentos.get(package(str(params)))
     assert "challenger_version" not in alone.info.labels
+
+
+def test_champion_switch_rollback_and_history(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import history
+    from flows.rollback import rollback
+    from models import registry
+    from slipway.audit import AuditLog
+    from slipway.paths import Home
+    from slipway.sample import build_sample_deployment
+    from slipway.settings import load_settings
+
+    params = write_params(tmp_path / "params.yaml", small_params(tmp_path, rows=1500))
+    name = load_settings(params).registry.model_name
+    build_sample_deployment(load_settings(params))
+    audit = AuditLog(Home.current().audit_log)
+
+    assert registry.switch_champion(name, "2", "alice", audit, "approved after canary") == "1"
+    assert registry.switch_champion(name, "2", "alice", audit, "re-run after a crash") == "2"  # idempotent
+    client = MlflowClient()
+    assert registry.alias_version(name, "champion") == "2" and registry.alias_version(name, "challenger") is None
+    assert client.get_model_version(name, "2").tags["slipway.promoted_by"] == "alice"
+
+    assert rollback(str(params), requested_by="bob", reason="canary errors") == "1"
+    assert registry.alias_version(name, "champion") == "1"
+    assert "canary errors" in client.get_model_version(name, "2").tags["slipway.rolled_back"]
+
+    assert [e["event"] for e in audit.entries()] == ["champion_switch", "rollback"] and audit.verify() == 2
+    history(str(params))
+    out = capsys.readouterr().out
+    assert "champion_switch" in out and "alice" in out and "rollback" in out and "bob" in out
+    with pytest.raises(RuntimeError, match="nothing to roll back to"):
+        rollback(str(params), requested_by="bob")  # v1 has no recorded predecessor
