@@ -189,18 +189,21 @@ def test_bentoml_build_works_from_the_repository(tmp_path: Path) -> None:
 
 
 def test_feature_store_failure_is_503_and_recovers(served: Served) -> None:
-    online = served.home.feast / "online.db"
-    moved = online.with_name("online.db.away")
-    online.rename(moved)
-    online.mkdir()  # the store can no longer be opened
+    import sqlite3
+
+    table = f"slipway_{served.settings.features.view}"  # Feast's SQLite table: <project>_<view>
+    online = sqlite3.connect(served.home.feast / "online.db")
+    online.execute(f"ALTER TABLE {table} RENAME TO {table}_away")  # the store loses the view: reads fail
+    online.commit()
     try:
         response = post(served, "/predict_entities", {"entity_ids": served.entity_ids[:2]})
         assert response.status_code == 503, response.text
         assert post(served, "/predict", {"rows": served.rows[:1]}).status_code == 200  # rows need no store
     finally:
-        online.rmdir()
-        moved.rename(online)
-    assert post(served, "/predict_entities", {"entity_ids": served.entity_ids[:2]}).status_code == 200
+        online.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+        online.commit()
+        online.close()
+    assert post(served, "/predict_entities", {"entity_ids": served.entity_ids[:2]}).status_code == 200  # no restart
 
 
 def test_slipway_serve_starts_the_service(served: Served) -> None:
