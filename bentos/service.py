@@ -49,7 +49,7 @@ LOG_DROPPED = bentoml.metrics.Gauge(name="slipway_prediction_log_dropped", docum
 @bentoml.service(
     name="slipway_scoring",
     traffic={"timeout": 30},
-    logging={"access": {"enabled": False}},  # one log line per request costs more than scoring it
+    logging={"access": {"enabled": False}},  # the prediction log and /metrics already record every request
 )
 class Scoring:
     """Scores rows or entity ids with the champion, following the registry's routing."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +40,28 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@contextmanager
+def preserved_environment() -> Iterator[None]:
+    """Undo every environment change made inside, including prepare_environment()'s defaults."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path) -> Iterator[Path]:
     """A fresh SLIPWAY_HOME with its own MLflow store."""
     root = tmp_path / "home"
-    monkeypatch.setenv("SLIPWAY_HOME", str(root))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
-    from slipway.paths import prepare_environment
+    with preserved_environment():
+        os.environ["SLIPWAY_HOME"] = str(root)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+        from slipway.paths import prepare_environment
 
-    prepare_environment()
-    return root
+        prepare_environment()
+        yield root
 
 
 def _free_port() -> int:

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from slipway.paths import Home
 from slipway.sample import build_sample_deployment
 from slipway.settings import Settings, load_settings
-from tests.conftest import _free_port, small_params, write_params
+from tests.conftest import _free_port, preserved_environment, small_params, write_params
 
 
 @dataclass
@@ -52,9 +52,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'home' / 'mlflow' / 'mlflow.db'}",
         "SLIPWAY_PARAMS": str(root / "params.yaml"),
     }
-    with pytest.MonkeyPatch.context() as patch:
+    with preserved_environment():
         for key in ("SLIPWAY_HOME", "MLFLOW_TRACKING_URI", "SLIPWAY_PARAMS"):
-            patch.setenv(key, env[key])
+            os.environ[key] = env[key]
         from slipway.paths import prepare_environment
 
         prepare_environment()

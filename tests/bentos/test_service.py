@@ -31,13 +31,13 @@ def set_routing(served: Served, routing: Routing) -> None:
     time.sleep(served.settings.serving.poll_seconds * 3)  # within a few polling intervals
 
 
-def test_scores_equal_the_registered_pyfunc(served: Served) -> None:
+def test_scores_equal_the_registered_pyfunc(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     response = post(served, "/predict", {"rows": served.rows})
     assert response.status_code == 200
     predictions = response.json()["predictions"]
     assert {p["model_version"] for p in predictions} == {"1"}
     assert len({p["request_id"] for p in predictions}) == len(served.rows)
-    mlflow.set_tracking_uri(served.env["MLFLOW_TRACKING_URI"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", served.env["MLFLOW_TRACKING_URI"])  # not set_tracking_uri: that is process-wide
     expected = mlflow.pyfunc.load_model(f"models:/{served.settings.registry.model_name}/1").predict(pd.DataFrame(served.rows))
     np.testing.assert_allclose([p["score"] for p in predictions], expected, rtol=1e-6)
 
