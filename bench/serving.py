@@ -14,13 +14,11 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,36 +27,10 @@ import yaml
 from mlflow import MlflowClient
 
 from models.routing import Mode, Routing
+from slipway.processes import answers, free_port, running_server
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def server(cmd: list[str], env: dict[str, str], probe: str, log: Path) -> Iterator[None]:
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if httpx.get(probe, timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{cmd[0]} did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.5)
-            yield
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 def _seconds(value: str) -> float:
@@ -124,32 +96,24 @@ def main() -> None:
             client.set_registered_model_tag(name, key, value)
         time.sleep(3)
 
+    bento_cmd = [str(BIN / "bentoml"), "serve", "bentos.service:Scoring", "--port", str(ports["bento"])]
+    mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}/1", "--env-manager", "local"]
+    mlflow_cmd += ["-p", str(ports["mlflow"]), "-h", "127.0.0.1"]
+    floor_cmd = [
+        str(BIN / "uvicorn"),
+        "bench.floor_app:app",
+        "--port",
+        str(ports["floor"]),
+        "--lifespan",
+        "off",
+        "--log-level",
+        "warning",
+    ]
+    floor_env = {**env, "FLOOR_MODEL_URI": f"models:/{name}/1"}
     with (
-        server(
-            [str(BIN / "bentoml"), "serve", "bentos.service:Scoring", "--port", str(ports["bento"])],
-            env,
-            f"{bento}/readyz",
-            work / "bento.log",
-        ),
-        server(
-            [
-                str(BIN / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                f"models:/{name}/1",
-                "--env-manager",
-                "local",
-                "-p",
-                str(ports["mlflow"]),
-                "-h",
-                "127.0.0.1",
-            ],
-            env,
-            f"{mlflow_url}/ping",
-            work / "mlflow.log",
-        ),
-        _floor(env, floor, ports["floor"], name, work),
+        running_server(bento_cmd, answers(f"{bento}/readyz"), work / "bento.log", env=env, cwd=REPO),
+        running_server(mlflow_cmd, answers(f"{mlflow_url}/ping"), work / "mlflow.log", env=env, cwd=REPO),
+        running_server(floor_cmd, _floor_answers(floor), work / "floor.log", env=floor_env, cwd=REPO),
     ):
         for size, batch in (("1 row", rows[:1]), ("100 rows", rows)):
             results[f"slipway {size}"] = load(f"{bento}/predict", {"rows": batch}, args.seconds, args.connections, work)
@@ -172,25 +136,16 @@ def main() -> None:
     report(results, args.connections)
 
 
-@contextmanager
-def _floor(env: dict[str, str], url: str, port: int, name: str, work: Path) -> Iterator[None]:
-    """The floor has no probe route of its own: any POST answering 200 means it is up."""
-    cmd = [str(BIN / "uvicorn"), "bench.floor_app:app", "--port", str(port), "--lifespan", "off", "--log-level", "warning"]
-    with open(work / "floor.log", "w") as out:
-        proc = subprocess.Popen(
-            cmd, env={**env, "FLOOR_MODEL_URI": f"models:/{name}/1"}, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
-        )
+def _floor_answers(url: str) -> Callable[[], bool]:
+    """The floor has no probe route: a scored POST means it is up."""
+
+    def probe() -> bool:
         try:
-            for _ in range(360):
-                try:
-                    httpx.post(url, json={"rows": []}, timeout=2)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.5)
-            yield
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            return httpx.post(url, json={"rows": []}, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return probe
 
 
 def report(results: dict[str, dict[str, float]], connections: int) -> None:

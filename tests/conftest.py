@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
+
+from slipway.processes import answers, free_port, running_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,39 +62,16 @@ def home(tmp_path: Path) -> Iterator[Path]:
         yield root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prefect server process (SQLite), shared by the CLI tests."""
-    port = _free_port()
+    port = free_port()
     prefect_home = tmp_path_factory.mktemp("prefect-server")
     env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent))
     assert prefect, "the prefect executable is not installed next to this interpreter"
-    log = open(prefect_home / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Prefect server did not start: {(prefect_home / 'server.log').read_text()[-2000:]}")
-            time.sleep(1)
+    command = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with running_server(command, answers(f"{url}/health"), prefect_home / "server.log", env=env):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()

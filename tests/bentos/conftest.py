@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from slipway.paths import Home
+from slipway.processes import answers, free_port, running_server
 from slipway.sample import build_sample_deployment
 from slipway.settings import Settings, load_settings
-from tests.conftest import _free_port, preserved_environment, small_params, write_params
+from tests.conftest import preserved_environment, small_params, write_params
 
 
 @dataclass
@@ -59,34 +57,22 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
         prepare_environment()
         settings, home, test = _prepare(root)
-        port = _free_port()
-        bentoml = str(Path(sys.executable).parent / "bentoml")
-        log = open(root / "bentoml.log", "w")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [bentoml, "serve", "bentos.service:Scoring", "--port", str(port), "--host", "127.0.0.1"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[2],
-        )
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((root / "bentoml.log").read_text()[-3000:])
-                time.sleep(0.5)
+        command = [
+            str(Path(sys.executable).parent / "bentoml"),
+            "serve",
+            "bentos.service:Scoring",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ]
+        with running_server(
+            command, answers(f"{url}/readyz"), root / "bentoml.log", env=env, cwd=Path(__file__).resolve().parents[2]
+        ):
             data = settings.data
             rows: list[dict[str, Any]] = [
                 {str(k): v for k, v in r.items()} for r in test[data.features].head(40).to_dict("records")
             ]
             yield Served(url, settings, home, rows, test[data.entity].tolist(), env)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            log.close()

@@ -207,9 +207,9 @@ def test_feature_store_failure_is_503_and_recovers(served: Served) -> None:
 
 
 def test_slipway_serve_starts_the_service(served: Served) -> None:
-    from tests.conftest import _free_port
+    from slipway.processes import free_port
 
-    port = _free_port()
+    port = free_port()
     slipway = str(Path(sys.executable).parent / "slipway")
     proc = subprocess.Popen(
         [slipway, "serve", "--params", served.env["SLIPWAY_PARAMS"], "--port", str(port)],

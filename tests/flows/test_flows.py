@@ -13,6 +13,7 @@ from flows.ingest import ingest
 from flows.materialize import materialize
 from flows.train import train
 from slipway.feature_store import open_store
+from slipway.settings import load_settings
 from tests.conftest import small_params, write_params
 
 
@@ -63,20 +64,7 @@ def test_lead_pipeline_registers_a_challenger_with_lineage(home: Path, tmp_path:
 
     model = mlflow.pyfunc.load_model("models:/lead-scoring@challenger")
     signature = model.metadata.get_input_schema()
-    assert signature is not None and signature.input_names() == [
-        "page_views",
-        "email_opens",
-        "email_clicks",
-        "calls",
-        "meetings",
-        "form_fills",
-        "days_since_first_contact",
-        "response_time_hours",
-        "lead_source",
-        "industry",
-        "company_size",
-        "region",
-    ]
+    assert signature is not None and signature.input_names() == load_settings(params).data.features
     example = pd.DataFrame(online).drop(columns=["lead_id"])
     score = model.predict(example)
     assert np.all((score > 0) & (score < 1))
