@@ -1,0 +1,24 @@
+"""The service's compiled scorer gives the registered pipeline's scores, for both model families."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import gold
+from models import training
+from models.fast_scorer import FastScorer
+from tests.models.conftest import CFG, DATA
+
+
+@pytest.mark.parametrize("family", ["xgboost", "logistic_regression"])
+def test_compiled_scores_equal_the_pipeline(family: str, split: training.Split) -> None:
+    if family == "xgboost":
+        pipeline = training.refit_xgboost(split.train, DATA, CFG, {"max_depth": 4}, 60)
+    else:
+        pipeline = training.fit_baseline(split.train, DATA, CFG)
+    rows = [{str(k): v for k, v in r.items()} for r in split.test.X.head(200).to_dict("records")]
+    rows[0]["industry"] = "aerospace"  # unseen category
+    rows[1]["page_views"] = None  # missing number
+    rows[2]["region"] = None  # missing category
+    expected = training.predict_proba(pipeline, gold.to_feature_frame(pd.DataFrame(rows), DATA))
+    np.testing.assert_allclose(FastScorer(pipeline, DATA).predict(rows), expected, rtol=1e-6, atol=1e-9)
