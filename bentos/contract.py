@@ -38,10 +38,6 @@ class Contract:
     predict_request: type[BaseModel]
     entities_request: type[BaseModel]
 
-    def rows(self, payload: BaseModel) -> list[dict[str, Any]]:
-        """Validated rows as plain dicts keyed by the original feature names."""
-        return [row.model_dump(by_alias=True) for row in payload.rows]  # type: ignore[attr-defined]
-
 
 def build_contract(data: DataSettings, max_rows: int) -> Contract:
     fields: dict[str, Any] = {}

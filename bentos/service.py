@@ -20,7 +20,7 @@ from bentoml.exceptions import NotFound, ServiceUnavailable
 
 from bentos.contract import Prediction, PredictResponse, build_contract
 from bentos.guard import RequestGuard
-from bentos.router import ModelRouter, Snapshot
+from bentos.router import LoadedModel, ModelRouter, Snapshot
 from bentos.shadow import ShadowBatcher
 from models.routing import serves_challenger, shadows
 from slipway.feature_store import open_store
@@ -58,7 +58,8 @@ class Scoring:
         self.router = ModelRouter(SETTINGS.registry.model_name, SETTINGS.serving.poll_seconds)
         self.log = PredictionLog(HOME.predictions, SETTINGS.serving.log_flush_seconds, SETTINGS.serving.log_queue_size)
         self.shadow = ShadowBatcher(self._append)
-        self._store: Any = None
+        self._store: Any = None  # opened on the first entity lookup, with its feature service
+        self._feature_service: Any = None
         # Move the large start-up heap (MLflow, Feast, pandas) out of the collector's
         # reach: full collections over it otherwise stall a request every few seconds.
         gc.freeze()
@@ -81,10 +82,11 @@ class Scoring:
         data = SETTINGS.data
         try:
             if self._store is None:
-                self._store = open_store()
-            service = self._store.get_feature_service(SETTINGS.features.service)
+                store = open_store()
+                self._feature_service = store.get_feature_service(SETTINGS.features.service)
+                self._store = store
             found = self._store.get_online_features(
-                features=service, entity_rows=[{data.entity: e} for e in entity_ids]
+                features=self._feature_service, entity_rows=[{data.entity: e} for e in entity_ids]
             ).to_dict()
         except Exception as exc:
             raise ServiceUnavailable(f"feature store unavailable: {type(exc).__name__}") from exc
@@ -102,17 +104,21 @@ class Scoring:
         request_id = uuid.uuid4().hex
         ids = [f"{request_id}-{i}" for i in range(len(rows))]
         keys = entities or ids
-        served = [snap.challenger if snap.challenger and serves_challenger(snap.routing, k) else snap.champion for k in keys]
+        groups: dict[str, tuple[LoadedModel, list[int]]] = {}
+        for i, key in enumerate(keys):
+            model = snap.challenger if snap.challenger and serves_challenger(snap.routing, key) else snap.champion
+            groups.setdefault(model.version, (model, []))[1].append(i)
         scores = np.empty(len(rows))
-        for model in {m.version: m for m in served if m is not None}.values():
-            index = [i for i, m in enumerate(served) if m is model]
+        versions = [""] * len(rows)
+        for model, index in groups.values():
             scores[index] = model.scorer.predict([rows[i] for i in index])
+            for i in index:
+                versions[i] = model.version
         elapsed = time.perf_counter() - started
-        route = "canary" if snap.challenger and not shadows(snap.routing) else ("shadow" if snap.challenger else "champion")
-        for model in {m.version: m for m in served if m is not None}.values():
-            REQUESTS.labels(model_version=model.version, route=route).inc(sum(m is model for m in served))
+        route = snap.routing.mode.value  # the router resets routing to champion whenever there is no challenger
+        for model, index in groups.values():
+            REQUESTS.labels(model_version=model.version, route=route).inc(len(index))
             LATENCY.labels(model_version=model.version, route=route).observe(elapsed)
-        versions = [m.version if m else "" for m in served]
         self._log(snap, rows, entities, ids, versions, scores, elapsed, route)
         triples = zip(scores, versions, ids, strict=True)
         return PredictResponse(predictions=[Prediction(score=float(s), model_version=v, request_id=i) for s, v, i in triples])

@@ -17,46 +17,43 @@ from slipway.settings import DataSettings
 MISSING_CATEGORY = "__missing__"
 
 
-def _window(frame: pd.DataFrame, column: str, start: datetime | None, end: datetime | None) -> pd.DataFrame:
-    keep = pd.Series(True, index=frame.index)
+def _keyed_window(silver: pd.DataFrame, data: DataSettings, start: datetime | None, end: datetime | None) -> pd.DataFrame:
+    """Rows in ``[start, end)`` reduced to their typed key: entity id and UTC event time."""
+    keep = pd.Series(True, index=silver.index)
     if start is not None:
-        keep &= frame[column] >= pd.Timestamp(start)
+        keep &= silver[data.timestamp] >= pd.Timestamp(start)
     if end is not None:
-        keep &= frame[column] < pd.Timestamp(end)
-    return frame.loc[keep]
+        keep &= silver[data.timestamp] < pd.Timestamp(end)
+    rows = silver.loc[keep]
+    return pd.DataFrame(
+        {data.entity: rows[data.entity].astype(str), data.timestamp: pd.to_datetime(rows[data.timestamp], utc=True)},
+        index=rows.index,
+    )
+
+
+def _in_time_order(frame: pd.DataFrame, data: DataSettings) -> pd.DataFrame:
+    return frame.sort_values([data.timestamp, data.entity], kind="stable").reset_index(drop=True)
 
 
 def build_features(
     silver: pd.DataFrame, data: DataSettings, start: datetime | None = None, end: datetime | None = None
 ) -> pd.DataFrame:
     """Feature rows in ``[start, end)``, sorted by event time."""
-    rows = _window(silver, data.timestamp, start, end)
-    gold = pd.DataFrame(
-        {
-            data.entity: rows[data.entity].astype(str),
-            data.timestamp: pd.to_datetime(rows[data.timestamp], utc=True),
-        }
-    )
+    gold = _keyed_window(silver, data, start, end)
     for column in data.numeric:
-        gold[column] = rows[column].astype("float64")
+        gold[column] = silver.loc[gold.index, column].astype("float64")
     for column in data.categorical:
-        gold[column] = rows[column].astype(str)
-    return gold.sort_values([data.timestamp, data.entity], kind="stable").reset_index(drop=True)
+        gold[column] = silver.loc[gold.index, column].astype(str)
+    return _in_time_order(gold, data)
 
 
 def build_labels(
     silver: pd.DataFrame, data: DataSettings, start: datetime | None = None, end: datetime | None = None
 ) -> pd.DataFrame:
     """Label events in ``[start, end)``: entity, event time and the 0/1 label."""
-    rows = _window(silver, data.timestamp, start, end)
-    labels = pd.DataFrame(
-        {
-            data.entity: rows[data.entity].astype(str),
-            data.timestamp: pd.to_datetime(rows[data.timestamp], utc=True),
-            data.label: rows[data.label].astype("int8"),
-        }
-    )
-    return labels.sort_values([data.timestamp, data.entity], kind="stable").reset_index(drop=True)
+    labels = _keyed_window(silver, data, start, end)
+    labels[data.label] = silver.loc[labels.index, data.label].astype("int8")
+    return _in_time_order(labels, data)
 
 
 def to_feature_frame(rows: pd.DataFrame, data: DataSettings) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -38,8 +39,9 @@ class RawBatch:
     name: str
     content: bytes
 
-    @property
+    @cached_property
     def md5(self) -> str:
+        """Hashed once: bronze's address, the batch id and the archive metadata all use it."""
         return hashlib.md5(self.content, usedforsecurity=False).hexdigest()
 
     @property

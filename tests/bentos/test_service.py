@@ -84,7 +84,8 @@ def test_openapi_metrics_and_probes(served: Served) -> None:
     assert httpx.get(f"{served.url}/livez").status_code == 200
     post(served, "/predict", {"rows": served.rows[:2]})
     metrics = httpx.get(f"{served.url}/metrics").text
-    assert 'slipway_predictions_total{model_version="1"' in metrics or "slipway_predictions_total{" in metrics
+    counted = [line for line in metrics.splitlines() if line.startswith("slipway_predictions_total{")]
+    assert any('model_version="1"' in c and 'route="champion"' in c and float(c.rsplit(" ", 1)[1]) >= 2 for c in counted), counted
     assert "slipway_prediction_latency_seconds_bucket" in metrics
 
 
