@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from models.fast_scorer import FastScorer
-from models.registry import CHALLENGER, CHAMPION
+from models.registry import CHALLENGER, CHAMPION, load_scorer
 from models.routing import Mode, Routing
 
 LOGGER = logging.getLogger(__name__)
@@ -36,16 +36,14 @@ class Snapshot:
 
 
 def load_version(model_name: str, version: str) -> LoadedModel:
-    """Load a registered pyfunc and compile its pipeline for the hot path."""
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
-    inner = pyfunc.unwrap_python_model()
-    return LoadedModel(version, FastScorer(inner.pipeline, inner.data))
+    return LoadedModel(version, load_scorer(model_name, version))
 
 
 class ModelRouter:
-    def __init__(self, model_name: str, poll_seconds: float) -> None:
+    def __init__(self, model_name: str, poll_seconds: float, on_refresh: Callable[[Snapshot], None] = lambda _: None) -> None:
         self.model_name = model_name
         self.poll_seconds = poll_seconds
+        self.on_refresh = on_refresh
         self.snapshot = Snapshot()
         self.last_error: str | None = None
         self._cache: dict[str, LoadedModel] = {}
@@ -71,7 +69,12 @@ class ModelRouter:
             challenger_version = aliases.get(CHALLENGER)
             challenger = None
             if routing.mode is not Mode.CHAMPION and challenger_version not in (None, aliases.get(CHAMPION)):
-                challenger = self._model(challenger_version)
+                try:
+                    challenger = self._model(challenger_version)
+                except (MlflowException, OSError):
+                    raise
+                except Exception:  # an unloadable challenger gets no traffic; the champion keeps serving
+                    LOGGER.exception("challenger v%s cannot be loaded; serving the champion only", challenger_version)
             if challenger is None:
                 routing = Routing()
             self.snapshot = Snapshot(champion, challenger, routing)
@@ -80,6 +83,7 @@ class ModelRouter:
         except (MlflowException, OSError) as exc:
             self.last_error = str(exc)
             LOGGER.warning("registry refresh failed, keeping the current models: %s", exc)
+        self.on_refresh(self.snapshot)
         return self.snapshot
 
     def _poll(self) -> None:

@@ -10,6 +10,7 @@ import gc
 import os
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +45,28 @@ LATENCY = bentoml.metrics.Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 LOG_DROPPED = bentoml.metrics.Gauge(name="slipway_prediction_log_dropped", documentation="log records dropped")
+MODEL_ERRORS = bentoml.metrics.Counter(
+    name="slipway_model_errors_total",
+    documentation="rows a challenger failed to score (served by the champion instead)",
+    labelnames=["model_version"],
+)
+# What this process serves right now, so the promote flow can confirm a routing change took effect.
+SERVING = {
+    name: bentoml.metrics.Gauge(name=f"slipway_serving_{name}", documentation=doc)
+    for name, doc in (
+        ("champion_version", "version behind the champion alias (0: none)"),
+        ("challenger_version", "challenger version loaded for shadow or canary (0: none)"),
+        ("canary_percent", "share of keys routed to the challenger"),
+        ("shadow", "1 while the challenger is scored in shadow"),
+    )
+}
+
+
+def _publish_routing(snap: Snapshot) -> None:
+    SERVING["champion_version"].set(int(snap.champion.version) if snap.champion else 0)
+    SERVING["challenger_version"].set(int(snap.challenger.version) if snap.challenger else 0)
+    SERVING["canary_percent"].set(snap.routing.canary_percent)
+    SERVING["shadow"].set(1 if shadows(snap.routing) else 0)
 
 
 @bentoml.service(
@@ -55,7 +78,7 @@ class Scoring:
     """Scores rows or entity ids with the champion, following the registry's routing."""
 
     def __init__(self) -> None:
-        self.router = ModelRouter(SETTINGS.registry.model_name, SETTINGS.serving.poll_seconds)
+        self.router = ModelRouter(SETTINGS.registry.model_name, SETTINGS.serving.poll_seconds, _publish_routing)
         self.log = PredictionLog(HOME.predictions, SETTINGS.serving.log_flush_seconds, SETTINGS.serving.log_queue_size)
         self.shadow = ShadowBatcher(self._append)
         self._store: Any = None  # opened on the first entity lookup, with its feature service
@@ -110,16 +133,28 @@ class Scoring:
             groups.setdefault(model.version, (model, []))[1].append(i)
         scores = np.empty(len(rows))
         versions = [""] * len(rows)
+        errors: list[str | None] = [None] * len(rows)
         for model, index in groups.values():
-            scores[index] = model.scorer.predict([rows[i] for i in index])
+            try:
+                scores[index] = model.scorer.predict([rows[i] for i in index])
+            except Exception as exc:
+                if model is snap.champion:
+                    raise
+                # A failing challenger must never fail the request: the champion answers, the log keeps the error.
+                MODEL_ERRORS.labels(model_version=model.version).inc(len(index))
+                message = f"v{model.version}: {type(exc).__name__}: {exc}"[:500]
+                scores[index] = snap.champion.scorer.predict([rows[i] for i in index])
+                for i in index:
+                    errors[i] = message
+                model = snap.champion
             for i in index:
                 versions[i] = model.version
         elapsed = time.perf_counter() - started
         route = snap.routing.mode.value  # the router resets routing to champion whenever there is no challenger
-        for model, index in groups.values():
-            REQUESTS.labels(model_version=model.version, route=route).inc(len(index))
-            LATENCY.labels(model_version=model.version, route=route).observe(elapsed)
-        self._log(snap, rows, entities, ids, versions, scores, elapsed, route)
+        for version, count in Counter(versions).items():
+            REQUESTS.labels(model_version=version, route=route).inc(count)
+            LATENCY.labels(model_version=version, route=route).observe(elapsed)
+        self._log(snap, rows, entities, ids, versions, scores, errors, elapsed, route)
         triples = zip(scores, versions, ids, strict=True)
         return PredictResponse(predictions=[Prediction(score=float(s), model_version=v, request_id=i) for s, v, i in triples])
 
@@ -131,6 +166,7 @@ class Scoring:
         ids: list[str],
         versions: list[str],
         scores: np.ndarray,
+        errors: list[str | None],
         elapsed: float,
         route: str,
     ) -> None:
@@ -147,6 +183,7 @@ class Scoring:
                 "shadow_version": None,
                 "shadow_score": None,
                 "latency_ms": elapsed * 1000,
+                "error": errors[i],
             }
             for i in range(len(rows))
         ]

@@ -52,8 +52,11 @@ class ShadowBatcher:
             try:
                 for record, score in zip(records, model.scorer.predict(rows), strict=True):
                     record["shadow_version"], record["shadow_score"] = model.version, float(score)
-            except Exception:
+            except Exception as exc:
                 LOGGER.exception("shadow scoring with version %s failed", model.version)
+                message = f"v{model.version}: {type(exc).__name__}: {exc}"[:500]
+                for record in records:
+                    record["shadow_version"], record["error"] = model.version, message
             self.sink(records)
             done += len(records)
         return done

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 a flow failed, 2 a usage or configuration error (the
 message names the file, key or parameter), 3 the data was rejected (the message
-names the source and columns).
+names the source and columns), 4 a promotion was refused or rolled back (the
+message says at which step and why).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import inspect
 import os
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,8 +22,8 @@ import yaml
 from slipway.paths import Home, prepare_environment
 from slipway.settings import SettingsError, load_settings
 
-EXIT_FAILED, EXIT_USAGE, EXIT_DATA = 1, 2, 3
-FLOWS = ("ingest", "materialize", "train", "pipeline", "package", "rollback")
+EXIT_FAILED, EXIT_USAGE, EXIT_DATA, EXIT_REFUSED = 1, 2, 3, 4
+FLOWS = ("ingest", "materialize", "train", "promote", "pipeline", "package", "rollback")
 
 
 class UsageError(ValueError):
@@ -37,7 +39,9 @@ def _flow(name: str) -> Callable[..., Any]:
 
 def parse_assignments(pairs: Sequence[str], flow_fn: Callable[..., Any]) -> dict[str, Any]:
     """``NAME=VALUE`` words as flow parameters; values are read as YAML scalars."""
-    accepted = set(inspect.signature(getattr(flow_fn, "fn", flow_fn)).parameters)
+    fn = getattr(flow_fn, "fn", flow_fn)
+    accepted = set(inspect.signature(fn).parameters)
+    hints = typing.get_type_hints(fn)
     out: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -45,7 +49,8 @@ def parse_assignments(pairs: Sequence[str], flow_fn: Callable[..., Any]) -> dict
             raise UsageError(f"expected NAME=VALUE, got {pair!r}")
         if name not in accepted:
             raise UsageError(f"unknown parameter {name!r} for this flow; it takes: {', '.join(sorted(accepted))}")
-        out[name] = yaml.safe_load(value) if value else ""
+        textual = hints.get(name) is str or str in typing.get_args(hints.get(name))
+        out[name] = value if textual else (yaml.safe_load(value) if value else "")  # version=3 stays the string "3"
     return out
 
 
@@ -158,7 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # NAME=VALUE words may also follow --params
+    if extra and (args.command != "run" or any(word.startswith("-") for word in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.assignments = [*args.assignments, *extra]
     prepare_environment()
     from features.validation import SchemaError
     from slipway.storage import SourceError
@@ -167,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             demo(args.params)
         elif args.command == "run":
-            run_flow(args.flow, args.params, args.assignments)
+            result = run_flow(args.flow, args.params, args.assignments)
+            if getattr(result, "outcome", "promoted") != "promoted":
+                return EXIT_REFUSED
         elif args.command == "history":
             history(args.params)
         elif args.command == "serve":

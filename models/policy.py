@@ -65,3 +65,15 @@ def evaluate(
             if old - new > cfg.max_slice_regression:
                 reasons.append(f"slice {column}={group}: ROC-AUC falls {old - new:.4f} (bound {cfg.max_slice_regression})")
     return PolicyVerdict(not reasons, reasons, metrics)
+
+
+def approval_problem(approver: str, requested_by: str, approvers: list[str]) -> str | None:
+    """Why an approval cannot be accepted, or None when it can (four-eyes: never one's own request)."""
+    who = approver.strip()
+    if not who:
+        return "the approval names no approver"
+    if who not in approvers:
+        return f"{who!r} is not in promotion.approvers ({', '.join(approvers) or 'empty'})"
+    if who == requested_by.strip():
+        return f"{who!r} requested this promotion and cannot approve it too"
+    return None

@@ -16,6 +16,7 @@ from mlflow.tracking.fluent import ActiveRun
 import features
 import models
 import slipway
+from models.fast_scorer import FastScorer
 from models.pyfunc import ScoringModel
 from models.routing import Routing
 from slipway.audit import AuditLog
@@ -119,3 +120,31 @@ def rollback_champion(name: str, actor: str, audit: AuditLog, reason: str) -> st
     client.set_model_version_tag(name, previous, "slipway.champion_since", now)
     audit.append("rollback", actor, name, previous, {"from": current, "reason": reason})
     return previous
+
+
+STATUS_TAG = "slipway.promotion.status"
+
+
+def set_routing(name: str, routing: Routing) -> None:
+    """Write the routing record the scoring service follows."""
+    client = MlflowClient()
+    for key, value in routing.to_tags().items():
+        client.set_registered_model_tag(name, key, value)
+
+
+def current_routing(name: str) -> Routing:
+    return Routing.from_tags(dict(MlflowClient().get_registered_model(name).tags or {}))
+
+
+def record_decision(name: str, version: str, status: str, details: dict[str, str]) -> None:
+    """Put a promotion decision on the version's tags, next to its lineage."""
+    client = MlflowClient()
+    client.set_model_version_tag(name, version, STATUS_TAG, status)
+    for key, value in details.items():
+        client.set_model_version_tag(name, version, f"slipway.promotion.{key}", value[:5000])
+
+
+def load_scorer(name: str, version: str) -> FastScorer:
+    """Load a registered pyfunc and compile its pipeline for the hot path."""
+    inner = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+    return FastScorer(inner.pipeline, inner.data)

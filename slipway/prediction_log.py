@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from slipway.lake import write_parquet
 
@@ -34,6 +36,7 @@ COLUMNS = [
     "shadow_version",
     "shadow_score",
     "latency_ms",
+    "error",  # a challenger that failed on this row ("v3: ValueError ..."); the row was served by the champion
 ]
 
 
@@ -88,9 +91,15 @@ class PredictionLog:
         self._thread.join(timeout=10)
 
 
-def read_prediction_log(directory: Path) -> pd.DataFrame:
-    """Every logged prediction, oldest first."""
+def read_prediction_log(directory: Path, since: datetime | None = None) -> pd.DataFrame:
+    """Logged predictions, oldest first: all of them, or those at or after ``since`` (aware, UTC)."""
     files = sorted(directory.glob("date=*/part-*.parquet"))
+    if since is not None:
+        files = [f for f in files if f.parent.name >= f"date={since:%Y-%m-%d}"]
     if not files:
         return pd.DataFrame(columns=COLUMNS)
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values("time", kind="stable")
+    tables = [pq.read_table(f) for f in files]  # columns that are all null in one part are typed by the others
+    frame: pd.DataFrame = pa.concat_tables(tables, promote_options="permissive").to_pandas().reindex(columns=COLUMNS)
+    if since is not None:
+        frame = frame[pd.to_datetime(frame["time"], utc=True) >= pd.Timestamp(since)]
+    return frame.sort_values("time", kind="stable").reset_index(drop=True)

@@ -122,6 +122,13 @@ class PromotionSettings(_Strict):
     slices: list[str] = Field(default_factory=list)  # categorical columns whose groups must not regress
     max_slice_regression: float = Field(0.05, ge=0)  # allowed ROC-AUC drop within any slice
     min_slice_rows: int = Field(100, gt=0)  # smaller slices (or ones with one class) are not judged
+    min_shadow_samples: int = Field(200, ge=0)  # live rows scored in shadow before approval is asked
+    min_canary_samples: int = Field(20, ge=0)  # rows the challenger must serve in each canary step
+    max_error_rate: float = Field(0.01, ge=0, le=1)  # challenger scoring errors per row
+    max_p99_latency_ms: float = Field(250.0, gt=0)  # challenger p99 request latency in a canary step
+    max_score_psi: float = Field(0.25, ge=0)  # shift of challenger scores against the champion's
+    approval_timeout_seconds: int = Field(86_400, gt=0)  # no answer in time is a rejection
+    service_url: str = "http://127.0.0.1:3000"  # the scoring service whose traffic shadow and canary watch
 
 
 class ServingSettings(_Strict):

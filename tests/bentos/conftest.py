@@ -1,78 +1,11 @@
-"""A registry with two versions, a Feast online store, and a real ``bentoml serve`` process."""
-
-from __future__ import annotations
-
-import os
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
-from slipway.paths import Home
-from slipway.processes import answers, free_port, running_server
-from slipway.sample import build_sample_deployment
-from slipway.settings import Settings, load_settings
-from tests.conftest import preserved_environment, small_params, write_params
-
-
-@dataclass
-class Served:
-    url: str
-    settings: Settings
-    home: Home
-    rows: list[dict[str, Any]]
-    entity_ids: list[str]
-    env: dict[str, str]
-
-    def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=self.env["MLFLOW_TRACKING_URI"])
-
-
-def _prepare(root: Path) -> tuple[Settings, Home, pd.DataFrame]:
-    raw = small_params(root, rows=2000, n_trials=1)
-    raw["serving"]["poll_seconds"] = 0.5
-    raw["serving"]["log_flush_seconds"] = 0.2
-    settings = load_settings(write_params(root / "params.yaml", raw))
-    return settings, Home.current(), build_sample_deployment(settings)
+from tests.serving import Served, sample_service
 
 
 @pytest.fixture(scope="package")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    root = tmp_path_factory.mktemp("served")
-    env = {
-        **os.environ,
-        "SLIPWAY_HOME": str(root / "home"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'home' / 'mlflow' / 'mlflow.db'}",
-        "SLIPWAY_PARAMS": str(root / "params.yaml"),
-    }
-    with preserved_environment():
-        for key in ("SLIPWAY_HOME", "MLFLOW_TRACKING_URI", "SLIPWAY_PARAMS"):
-            os.environ[key] = env[key]
-        from slipway.paths import prepare_environment
-
-        prepare_environment()
-        settings, home, test = _prepare(root)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        command = [
-            str(Path(sys.executable).parent / "bentoml"),
-            "serve",
-            "bentos.service:Scoring",
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-        ]
-        with running_server(
-            command, answers(f"{url}/readyz"), root / "bentoml.log", env=env, cwd=Path(__file__).resolve().parents[2]
-        ):
-            data = settings.data
-            rows: list[dict[str, Any]] = [
-                {str(k): v for k, v in r.items()} for r in test[data.features].head(40).to_dict("records")
-            ]
-            yield Served(url, settings, home, rows, test[data.entity].tolist(), env)
+    with sample_service(tmp_path_factory.mktemp("served")) as service:
+        yield service

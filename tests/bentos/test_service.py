@@ -17,7 +17,8 @@ import pytest
 
 from models.routing import Mode, Routing
 from slipway.prediction_log import read_prediction_log
-from tests.bentos.conftest import Served
+from slipway.service_metrics import read_state
+from tests.serving import Served
 
 
 def post(served: Served, path: str, body: Any, **headers: str) -> httpx.Response:
@@ -87,6 +88,8 @@ def test_openapi_metrics_and_probes(served: Served) -> None:
     counted = [line for line in metrics.splitlines() if line.startswith("slipway_predictions_total{")]
     assert any('model_version="1"' in c and 'route="champion"' in c and float(c.rsplit(" ", 1)[1]) >= 2 for c in counted), counted
     assert "slipway_prediction_latency_seconds_bucket" in metrics
+    state = read_state(served.url)
+    assert (state.champion, state.challenger, state.canary_percent, state.shadow) == ("1", None, 0, False)
 
 
 def test_routing_follows_the_registry_without_restart(served: Served) -> None:
@@ -101,7 +104,9 @@ def test_routing_follows_the_registry_without_restart(served: Served) -> None:
     assert (logged["served_version"] == "1").all() and (logged["latency_ms"] > 0).all()
     assert json.loads(logged["features"].iloc[0]).keys() == set(served.settings.data.features)
 
+    assert read_state(served.url).shadow and read_state(served.url).challenger == "2"
     set_routing(served, Routing(Mode.CANARY, 10))
+    assert read_state(served.url).canary_percent == 10
     ids_all = served.entity_ids[:300]
     first = post(served, "/predict_entities", {"entity_ids": ids_all}).json()["predictions"]
     again = post(served, "/predict_entities", {"entity_ids": ids_all}).json()["predictions"]

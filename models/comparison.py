@@ -1,0 +1,186 @@
+"""Comparing a challenger with the champion on live traffic: the shadow report and canary health.
+
+Pure: both work on frames read from the prediction log (see ``slipway.prediction_log``)
+and return plain results that the promote flow publishes, tags and audits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from slipway.settings import PromotionSettings
+
+PSI_BINS = 5  # few bins: PSI's noise grows with bins/samples, and canary steps are short
+
+
+def psi(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> float:
+    """Population stability index of ``actual`` against ``expected`` on quantile bins of ``expected``."""
+    expected, actual = np.asarray(expected, dtype=float), np.asarray(actual, dtype=float)
+    if len(expected) == 0 or len(actual) == 0:
+        return float("nan")
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)[1:-1]))
+    e = np.bincount(np.searchsorted(edges, expected, side="right"), minlength=len(edges) + 1) / len(expected)
+    a = np.bincount(np.searchsorted(edges, actual, side="right"), minlength=len(edges) + 1) / len(actual)
+    e, a = np.clip(e, 1e-4, None), np.clip(a, 1e-4, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def bootstrap_auc_difference(
+    y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, rounds: int = 300, seed: int = 0
+) -> tuple[float, float, float] | None:
+    """Challenger minus champion ROC-AUC with a 95% paired bootstrap interval; None with one class."""
+    y = np.asarray(y)
+    if not 0 < y.sum() < len(y):
+        return None
+    point = float(roc_auc_score(y, challenger) - roc_auc_score(y, champion))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(rounds):
+        index = rng.integers(0, len(y), len(y))
+        if 0 < y[index].sum() < len(index):
+            draws.append(roc_auc_score(y[index], challenger[index]) - roc_auc_score(y[index], champion[index]))
+    low, high = np.quantile(draws, [0.025, 0.975])
+    return point, float(low), float(high)
+
+
+@dataclass(frozen=True)
+class ShadowReport:
+    champion: str
+    challenger: str
+    samples: int
+    errors: int
+    agreement: float  # share of rows on the same side of 0.5
+    mean_score_champion: float
+    mean_score_challenger: float
+    score_psi: float
+    latency_p99_ms_champion: float
+    latency_p99_ms_challenger: float
+    labelled: int = 0
+    auc_difference: tuple[float, float, float] | None = None  # point, 95% low, 95% high
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        auc = "no labels yet"
+        if self.auc_difference is not None:
+            point, low, high = self.auc_difference
+            auc = f"{point:+.4f} (95% bootstrap interval {low:+.4f} to {high:+.4f}, {self.labelled} labelled rows)"
+        verdict = "ready for approval" if self.passed else "NOT ready: " + "; ".join(self.problems)
+        rows = [
+            ("live rows scored by both", f"{self.samples}"),
+            ("challenger scoring errors", f"{self.errors}"),
+            ("agreement (same side of 0.5)", f"{self.agreement:.1%}"),
+            ("mean score champion → challenger", f"{self.mean_score_champion:.4f} → {self.mean_score_challenger:.4f}"),
+            ("score PSI (challenger vs champion)", f"{self.score_psi:.4f}"),
+            (
+                "p99 latency per row, champion → challenger",
+                f"{self.latency_p99_ms_champion:.3f} ms → {self.latency_p99_ms_challenger:.3f} ms",
+            ),
+            ("ROC-AUC difference", auc),
+        ]
+        table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+        return (
+            f"## Shadow comparison: v{self.challenger} (challenger) vs v{self.champion} (champion)\n\n"
+            f"| measure | value |\n|---|---|\n{table}\n\n**{verdict}**\n"
+        )
+
+
+def shadow_report(
+    log: pd.DataFrame,
+    champion: str,
+    challenger: str,
+    labels: pd.Series,
+    latency_ms: tuple[np.ndarray, np.ndarray],
+    cfg: PromotionSettings,
+) -> ShadowReport:
+    """Summarise the shadow window: ``log`` holds its prediction-log rows, ``labels`` maps entity → label."""
+    mine = log[log["shadow_version"].astype(str) == challenger]
+    errors = int(mine["error"].notna().sum()) if "error" in mine else 0
+    both = mine[mine["shadow_score"].notna()]
+    old, new = both["score"].to_numpy(float), both["shadow_score"].to_numpy(float)
+    problems = []
+    if len(both) < cfg.min_shadow_samples:
+        problems.append(f"only {len(both)} live rows were scored in shadow, the policy needs {cfg.min_shadow_samples}")
+    if len(mine) and errors / len(mine) > cfg.max_error_rate:
+        problems.append(f"challenger failed on {errors} of {len(mine)} rows (bound {cfg.max_error_rate:.2%})")
+    known = both[both["entity"].isin(labels.index)] if len(labels) else both.iloc[0:0]
+    auc = None
+    if len(known):
+        y = labels.loc[known["entity"]].to_numpy(int)
+        auc = bootstrap_auc_difference(y, known["shadow_score"].to_numpy(float), known["score"].to_numpy(float))
+    p99 = [float(np.percentile(v, 99)) if len(v) else float("nan") for v in latency_ms]
+    return ShadowReport(
+        champion=champion,
+        challenger=challenger,
+        samples=len(both),
+        errors=errors,
+        agreement=float(np.mean((old >= 0.5) == (new >= 0.5))) if len(both) else float("nan"),
+        mean_score_champion=float(old.mean()) if len(both) else float("nan"),
+        mean_score_challenger=float(new.mean()) if len(both) else float("nan"),
+        score_psi=psi(old, new),
+        latency_p99_ms_champion=p99[0],
+        latency_p99_ms_challenger=p99[1],
+        labelled=len(known),
+        auc_difference=auc,
+        problems=problems,
+    )
+
+
+@dataclass(frozen=True)
+class Health:
+    """One canary step's check: healthy when ``problems`` is empty."""
+
+    percent: int
+    challenger_rows: int
+    champion_rows: int
+    errors: int
+    p99_latency_ms: float
+    score_psi: float
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def canary_health(
+    log: pd.DataFrame, champion: str, challenger: str, percent: int, cfg: PromotionSettings, reported_errors: int = 0
+) -> Health:
+    """Judge one canary step from its window of the prediction log.
+
+    ``reported_errors`` is the service's own count of the challenger's failures in
+    the step (from ``/metrics``); the larger of it and the log's count is used, so
+    records the log had to drop cannot hide failures.
+    """
+    canary = log[log["route"] == "canary"]
+    served = canary[canary["served_version"].astype(str) == challenger]
+    baseline = canary[canary["served_version"].astype(str) == champion]
+    failed = canary[canary["error"].notna()] if "error" in canary else canary.iloc[0:0]
+    failed = failed[failed["error"].astype(str).str.contains(f"v{challenger}:", regex=False)]
+    errors = max(len(failed), reported_errors)
+    attempts = len(served) + errors
+    p99 = float(np.percentile(served["latency_ms"], 99)) if len(served) else float("nan")
+    shift = psi(baseline["score"].to_numpy(float), served["score"].to_numpy(float))
+    problems = []
+    if attempts and errors / attempts > cfg.max_error_rate:
+        problems.append(f"challenger failed on {errors} of {attempts} rows (bound {cfg.max_error_rate:.2%})")
+    if attempts < cfg.min_canary_samples:
+        problems.append(f"only {attempts} rows were routed to the challenger, the policy needs {cfg.min_canary_samples}")
+    if len(served) and p99 > cfg.max_p99_latency_ms:
+        problems.append(f"challenger p99 latency {p99:.1f} ms exceeds {cfg.max_p99_latency_ms:.1f} ms")
+    if len(served) and len(baseline) and shift > cfg.max_score_psi:
+        problems.append(f"challenger scores shifted from the champion's: PSI {shift:.3f} > {cfg.max_score_psi}")
+    return Health(percent, len(served), len(baseline), errors, p99, shift, problems)

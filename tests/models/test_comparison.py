@@ -1,0 +1,79 @@
+"""Shadow report and canary health on hand-built prediction-log windows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from models.comparison import bootstrap_auc_difference, canary_health, psi, shadow_report
+from models.policy import approval_problem
+from slipway.prediction_log import COLUMNS
+from slipway.settings import PromotionSettings
+
+CFG = PromotionSettings(
+    min_shadow_samples=50, min_canary_samples=20, max_error_rate=0.05, max_p99_latency_ms=10, max_score_psi=0.25
+)
+
+
+def window(rows: list[dict[str, object]]) -> pd.DataFrame:
+    now = datetime.now(UTC)
+    return pd.DataFrame([{"time": now, "request_id": str(i), **r} for i, r in enumerate(rows)]).reindex(columns=COLUMNS)
+
+
+def test_psi_is_near_zero_for_one_distribution_and_large_for_a_shift() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.beta(2, 5, 5000), rng.beta(2, 5, 5000)
+    assert psi(a, b) < 0.01
+    assert psi(a, np.clip(a + 0.3, 0, 1)) > 1.0
+
+
+def test_bootstrap_interval_brackets_the_point_and_excludes_zero_for_a_clear_gain() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 2000)
+    good, noise = y + rng.normal(0, 0.5, 2000), rng.random(2000)
+    result = bootstrap_auc_difference(y, good, noise)
+    assert result is not None
+    point, low, high = result
+    assert low < point < high and low > 0.2
+    assert bootstrap_auc_difference(np.zeros(10), good[:10], noise[:10]) is None
+
+
+def test_shadow_report_counts_samples_errors_and_labelled_rows() -> None:
+    rows = [
+        {"entity": f"e{i}", "score": 0.2 + 0.5 * (i % 2), "shadow_version": "2", "shadow_score": 0.25 + 0.5 * (i % 2)}
+        for i in range(60)
+    ] + [{"entity": "e999", "score": 0.3, "shadow_version": "2", "shadow_score": None, "error": "v2: ValueError: x"}]
+    labels = pd.Series({f"e{i}": i % 2 for i in range(30)})
+    latency = (np.full(10, 1.0), np.full(10, 2.0))
+    report = shadow_report(window(rows), "1", "2", labels, latency, CFG)
+    assert (report.samples, report.errors, report.labelled, report.agreement) == (60, 1, 30, 1.0)
+    assert report.latency_p99_ms_challenger == 2.0 and report.auc_difference is not None
+    assert report.passed and "v2 (challenger) vs v1" in report.to_markdown()
+    too_few = shadow_report(window(rows[:10]), "1", "2", labels, latency, CFG)
+    assert not too_few.passed and "only 10 live rows" in too_few.problems[0]
+
+
+def test_canary_health_fails_on_errors_latency_shift_and_starvation() -> None:
+    healthy = [
+        {"route": "canary", "served_version": v, "score": s, "latency_ms": 2.0} for v in "12" for s in np.linspace(0, 1, 40)
+    ]
+    assert canary_health(window(healthy), "1", "2", 50, CFG).healthy
+    failing = healthy + [{"route": "canary", "served_version": "1", "score": 0.5, "latency_ms": 2.0, "error": "v2: boom"}] * 5
+    assert "challenger failed on 5 of 45 rows" in canary_health(window(failing), "1", "2", 50, CFG).problems[0]
+    assert "failed on 9 of 49" in canary_health(window(healthy), "1", "2", 50, CFG, reported_errors=9).problems[0]
+    slow = [dict(r, latency_ms=50.0) if r["served_version"] == "2" else r for r in healthy]
+    assert "p99 latency 50.0 ms" in canary_health(window(slow), "1", "2", 50, CFG).problems[0]
+    shifted = [dict(r, score=0.99) if r["served_version"] == "2" else r for r in healthy]
+    assert "PSI" in canary_health(window(shifted), "1", "2", 50, CFG).problems[0]
+    starved = [r for r in healthy if r["served_version"] == "1"]
+    assert "only 0 rows were routed" in canary_health(window(starved), "1", "2", 50, CFG).problems[0]
+
+
+def test_approvals_need_a_listed_approver_other_than_the_requester() -> None:
+    approvers = ["alice", "bob"]
+    assert approval_problem("bob", "alice", approvers) is None
+    assert "cannot approve it too" in str(approval_problem("alice", "alice", approvers))
+    assert "not in promotion.approvers" in str(approval_problem("mallory", "alice", approvers))
+    assert "names no approver" in str(approval_problem("  ", "alice", approvers))

@@ -1,0 +1,134 @@
+"""A served sample deployment, a real Prefect server, and steady live traffic for promotion tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from models.registry import CHALLENGER, CHAMPION
+from models.routing import Routing
+from slipway.service_metrics import read_state
+from tests.conftest import REPO, write_params
+from tests.serving import Served, sample_service
+
+FAST_PROMOTION = {
+    "approvers": ["alice", "bob"],
+    "shadow_seconds": 4,
+    "canary_steps": [50, 100],
+    "bake_seconds": 3,
+    "min_shadow_samples": 40,
+    "min_canary_samples": 15,
+    "approval_timeout_seconds": 300,
+}
+
+
+@dataclass
+class Stage:
+    served: Served
+    prefect_url: str
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.served.settings.registry.model_name
+
+    def params(self, **promotion: Any) -> Path:
+        """The served params with promotion settings for one test."""
+        raw = yaml.safe_load((self.root / "params.yaml").read_text())
+        raw["promotion"] = {**raw["promotion"], **FAST_PROMOTION, "service_url": self.served.url, **promotion}
+        return write_params(self.root / f"promote-{time.monotonic_ns()}.yaml", raw)
+
+    def reset(self, champion: str, challenger: str) -> None:
+        """Aliases as given, champion-only routing, and the service following it."""
+        client = self.served.client()
+        client.set_registered_model_alias(self.name, CHAMPION, champion)
+        client.set_registered_model_alias(self.name, CHALLENGER, challenger)
+        for key, value in Routing().to_tags().items():
+            client.set_registered_model_tag(self.name, key, value)
+        deadline = time.monotonic() + 30
+        while read_state(self.served.url).champion != champion or read_state(self.served.url).challenger is not None:
+            assert time.monotonic() < deadline, "the service did not follow the reset"
+            time.sleep(0.3)
+
+    def prefect(self) -> SyncPrefectClient:
+        return SyncPrefectClient(self.prefect_url)
+
+    def start_promote(self, params: Path, *assignments: str) -> subprocess.Popen[str]:
+        env = {**self.served.env, "PREFECT_API_URL": self.prefect_url}
+        command = [sys.executable, "-m", "flows.cli", "run", "promote", "--params", str(params), *assignments]
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def latest_promote_run(self) -> FlowRun | None:
+        with self.prefect() as client:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["promote"])), sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1
+            )
+        return runs[0] if runs else None
+
+    def wait_paused(self, proc: subprocess.Popen[str], after_key: str | None = None, timeout: float = 240) -> FlowRun:
+        """The promote run once it pauses (with a pause key other than ``after_key``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.latest_promote_run()
+            if run and run.state and run.state.is_paused() and run.state.state_details.pause_key != after_key:
+                return run
+            if proc.poll() is not None:
+                pytest.fail(f"promote exited with {proc.returncode} before pausing:\n{proc.stdout.read() if proc.stdout else ''}")
+            time.sleep(0.5)
+        proc.kill()
+        pytest.fail(f"promote did not pause within {timeout:.0f}s:\n{proc.communicate()[0][-4000:]}")
+
+    def resume(self, run: FlowRun, **answer: Any) -> None:
+        with self.prefect() as client:
+            response = client.resume_flow_run(run.id, run_input=answer)
+        assert response.status.value == "ACCEPT", response
+
+
+class Traffic:
+    """Single-entity requests at a steady pace from a background thread, like a calling service."""
+
+    def __init__(self, url: str, entity_ids: list[str], per_second: float = 80) -> None:
+        self.url, self.ids, self.pause = url, entity_ids, 1 / per_second
+        self.statuses: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            i = 0
+            while not self._stop.wait(self.pause):
+                response = client.post(f"{self.url}/predict_entities", json={"entity_ids": [self.ids[i % len(self.ids)]]})
+                self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
+                i += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@pytest.fixture(scope="package")
+def stage(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iterator[Stage]:
+    root = tmp_path_factory.mktemp("promotion")
+    with sample_service(root) as served, temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        traffic = Traffic(served.url, served.entity_ids)
+        try:
+            yield Stage(served, prefect_server, root)
+        finally:
+            traffic.stop()
+        assert set(traffic.statuses) == {200}, f"live traffic saw errors during promotion: {traffic.statuses}"
