@@ -133,6 +133,18 @@ def history(params: str) -> None:
         print(f"{e['time']:<33} {e['event']:<18} {e['version'] or '-':>7}  {e['actor']:<14} {details}")
 
 
+def stack_up(params: str, prefect_port: int, mlflow_port: int) -> None:
+    from flows.stack import up
+
+    load_settings(params)
+    print("slipway up: starting Prefect, the MLflow UI, the scoring service and the deployments …", flush=True)
+    stack = up(params, prefect_port, mlflow_port)
+    for name, entry in stack.items():
+        pid = entry["pid"] or "external"
+        print(f"  {name:<12} {entry['url']:<40} pid {pid}")
+    print("Trigger flows and approve promotions in the Prefect UI; 'slipway down' stops the stack.")
+
+
 def generate(params: str, output: str | None) -> None:
     from slipway.datagen import generate_leads, write_generated
 
@@ -157,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", parents=[common], help="serve the scoring service for the current champion")
     srv.add_argument("--port", type=int, default=3000)
     sub.add_parser("history", parents=[common], help="champion history and audited decisions")
+    stack_up = sub.add_parser("up", parents=[common], help="start the local stack: Prefect, MLflow UI, service, deployments")
+    stack_up.add_argument("--prefect-port", type=int, default=4200, help="when PREFECT_API_URL is not set (default 4200)")
+    stack_up.add_argument("--mlflow-port", type=int, default=5000)
+    sub.add_parser("down", parents=[common], help="stop what 'slipway up' started")
     gen = sub.add_parser("generate", parents=[common], help="write the configured demo data")
     gen.add_argument("--output", help="where to write (default: data.source)")
     return parser
@@ -184,6 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             history(args.params)
         elif args.command == "serve":
             serve(args.params, args.port)
+        elif args.command == "up":
+            stack_up(args.params, args.prefect_port, args.mlflow_port)
+        elif args.command == "down":
+            from flows.stack import down
+
+            stopped = down()
+            print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
         else:
             generate(args.params, args.output)
     except (SettingsError, UsageError) as exc:

@@ -7,6 +7,9 @@ ready, and how a failed start is reported (the tail of the server's own log).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -36,6 +39,51 @@ def answers(url: str) -> Callable[[], bool]:
     return probe
 
 
+def wait_until_ready(
+    proc: subprocess.Popen[bytes], command: list[str], ready: Callable[[], bool], log: Path, timeout: float
+) -> None:
+    """Return once ``ready()``; raise with the tail of the log if the process dies or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            state = f"exited with {proc.returncode}" if proc.returncode is not None else f"not ready after {timeout:.0f}s"
+            raise RuntimeError(f"{Path(command[0]).name} {state}; its log ends:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.5)
+
+
+def start_detached(
+    command: list[str], ready: Callable[[], bool], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> int:
+    """Start a server that outlives this process (its own session, output to ``log``); return its pid once ready."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_ready(proc, command, ready, log, 180.0)
+    except RuntimeError:
+        stop_group(proc.pid)
+        raise
+    return proc.pid
+
+
+def stop_group(pid: int, grace: float = 20.0) -> bool:
+    """SIGTERM the process group led by ``pid``, SIGKILL it after ``grace``; False if it was already gone."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
 @contextmanager
 def running_server(
     command: list[str],
@@ -50,14 +98,7 @@ def running_server(
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + timeout
-            while not ready():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    state = f"exited with {proc.returncode}" if proc.returncode is not None else f"not ready after {timeout:.0f}s"
-                    raise RuntimeError(
-                        f"{Path(command[0]).name} {state}; its log ends:\n{log.read_text(errors='replace')[-3000:]}"
-                    )
-                time.sleep(0.5)
+            wait_until_ready(proc, command, ready, log, timeout)
             yield proc
         finally:
             proc.terminate()

@@ -72,6 +72,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent))
     assert prefect, "the prefect executable is not installed next to this interpreter"
     url = f"http://127.0.0.1:{port}/api"
+    env["PREFECT_UI_API_URL"] = url  # the UI otherwise looks for the API on the default port
     command = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with running_server(command, answers(f"{url}/health"), prefect_home / "server.log", env=env):
         yield url

@@ -1,0 +1,65 @@
+"""The approval form in the Prefect UI, seen by a real browser (Debian's headless Chromium)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
+
+from tests.promotion.conftest import Stage
+from tests.promotion.test_promote import EXIT_REFUSED, LENIENT, finish
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        if os.environ.get("SLIPWAY_REQUIRE_SERVICES"):
+            pytest.fail("Chromium is required here: apt-get install chromium chromium-driver")
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium'}")
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "chromium", ignore_errors=True)
+
+
+def test_an_approver_answers_from_the_form_in_the_prefect_ui(stage: Stage, browser: webdriver.Chrome, tmp_path: Path) -> None:
+    stage.reset(champion="1", challenger="2")
+    proc = stage.start_promote(stage.params(**LENIENT), "requested_by=alice")
+    paused = stage.wait_paused(proc)
+    ui = stage.prefect_url.removesuffix("/api")
+    browser.get(f"{ui}/runs/flow-run/{paused.id}")
+    wait = WebDriverWait(browser, 60)
+    try:
+        wait.until(expected_conditions.element_to_be_clickable((By.XPATH, "//button[contains(., 'Resume')]"))).click()
+        field = "//label[contains(., '{}')]/following::*[self::input or self::textarea][1]"
+        wait.until(expected_conditions.visibility_of_element_located((By.XPATH, field.format("Approver"))))
+        form = browser.find_element(By.TAG_NAME, "body").text
+        browser.find_element(By.XPATH, field.format("Approver")).send_keys("bob")
+        browser.find_element(By.XPATH, field.format("Comment")).send_keys("answered in the UI")
+        browser.find_element(By.XPATH, "//button[contains(., 'Submit')]").click()
+        code, out = finish(proc)
+    except Exception:
+        browser.save_screenshot(str(tmp_path / "ui.png"))
+        (tmp_path / "ui.html").write_text(browser.page_source)
+        stage.resume(paused, approver="bob", approved=False, comment="the UI test failed")
+        raise
+    assert f"Promote {stage.name} v2 to champion?" in form and "Shadow comparison" in form, form
+    assert all(label in form for label in ("Approver", "Approved", "Comment")), form
+    assert code == EXIT_REFUSED and "rejected by bob: answered in the UI" in out, out  # "approved" left unticked
