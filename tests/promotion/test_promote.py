@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,11 +17,12 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from xgboost import XGBClassifier
 
 from features.gold import to_feature_frame
-from flows.promote import Promotion, canary
+from flows.promote import LOCK_TAG, Promotion, canary
 from models import training
 from models.comparison import Health
 from models.pyfunc import ScoringModel
 from models.registry import STATUS_TAG, alias_version
+from models.routing import Mode, Routing
 from slipway.audit import AuditLog
 from slipway.prediction_log import read_prediction_log
 from slipway.sample import register_version, sample_split
@@ -67,6 +69,10 @@ def test_a_worse_challenger_never_reaches_approval(stage: Stage) -> None:
     settings = stage.served.settings
     worse = register_version(settings, sample_split(settings), {"max_depth": 3}, 60, shuffle_labels=True)
     stage.reset(champion="1", challenger=worse.version)
+    client = stage.served.client()  # what a promotion killed mid-canary leaves behind: its lock and a canary share
+    client.set_registered_model_tag(stage.name, LOCK_TAG, str(uuid.uuid4()))
+    for key, value in Routing(Mode.CANARY, 50).to_tags().items():
+        client.set_registered_model_tag(stage.name, key, value)
     code, out = finish(stage.start_promote(stage.params(min_auc_gain=0.0), "requested_by=alice"))
     assert code == EXIT_REFUSED, out
     assert "promotion rejected" in out and "ROC-AUC gain" in out
@@ -74,6 +80,10 @@ def test_a_worse_challenger_never_reaches_approval(stage: Stage) -> None:
     version = stage.served.client().get_model_version(stage.name, worse.version)
     assert version.tags[STATUS_TAG] == "rejected" and "ROC-AUC gain" in version.tags["slipway.promotion.reason"]
     assert [e["event"] for e in entries(stage, worse.version)] == ["promotion_requested", "policy"]
+    recovered = [e for e in AuditLog(stage.served.home.audit_log).entries() if e["event"] == "promotion_recovered"]
+    assert len(recovered) == 1 and recovered[0]["details"]["routing_was"] == "canary"
+    registered = client.get_registered_model(stage.name)
+    assert LOCK_TAG not in registered.tags and Routing.from_tags(registered.tags) == Routing()
     assert served_versions(stage) == {"1"}
 
 
@@ -115,6 +125,19 @@ def test_self_approval_and_outsiders_are_refused_then_a_valid_approval_promotes(
     ).stdout
     switch = next(line for line in history.splitlines() if "champion_switch" in line)
     assert " 2 " in switch and "bob" in switch and "previous=1" in switch and "requested by alice" in switch
+
+    rollback = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "rollback", "--params", str(stage.root / "params.yaml"), "requested_by=bob"],
+        cwd=REPO,
+        env={**stage.served.env, "PREFECT_API_URL": stage.prefect_url},
+        capture_output=True,
+        text=True,
+    )
+    assert rollback.returncode == 0 and "champion=1" in rollback.stdout, rollback.stdout + rollback.stderr
+    deadline = time.monotonic() + 10
+    while served_versions(stage) != {"1"}:
+        assert time.monotonic() < deadline, "the service still serves v2 after the rollback"
+        time.sleep(0.5)
 
 
 def test_a_rejection_and_a_silent_approver_both_leave_the_champion(stage: Stage) -> None:
