@@ -12,7 +12,6 @@ import argparse
 import inspect
 import os
 import sys
-import time
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,7 +22,7 @@ from slipway.paths import Home, prepare_environment
 from slipway.settings import SettingsError, load_settings
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DATA, EXIT_REFUSED = 1, 2, 3, 4
-FLOWS = ("ingest", "materialize", "train", "promote", "pipeline", "package", "rollback")
+FLOWS = ("ingest", "materialize", "train", "promote", "package", "monitor", "retrain", "rollback", "pipeline")
 
 
 class UsageError(ValueError):
@@ -62,31 +61,11 @@ def run_flow(name: str, params: str, assignments: Sequence[str]) -> Any:
 
 
 def demo(params: str) -> None:
-    """The whole current lifecycle on generated data, with a summary at the end."""
-    from flows.pipeline import pipeline
+    """The whole loop on generated data; see ``flows/demo.py``."""
+    from flows.demo import run_demo
 
-    started = time.monotonic()
-    print("slipway demo: generated lead data → ingest → materialize → train → registry", flush=True)
-    result = pipeline(params=params)
-    home = Home.current()
-    r, t = result.ingest, result.train
-    print(
-        "\n".join(
-            [
-                "",
-                "── slipway demo summary ──────────────────────────────",
-                f"ingest      rows_in={r.rows_in} rows_accepted={r.rows_accepted} rows_quarantined={r.rows_quarantined}",
-                f"features    {result.feature_rows} rows in Feast (offline Parquet + online SQLite)",
-                f"model       {t.model_name} v{t.version} ({t.winner}) → alias 'challenger'",
-                "holdout     " + "  ".join(f"{k}={v:.3f}" for k, v in t.test_metrics.items()),
-                f"state       {home.root}",
-                f"MLflow UI   mlflow ui --backend-store-uri sqlite:///{home.mlflow / 'mlflow.db'}",
-                f"Prefect UI  PREFECT_HOME={home.prefect} prefect server start",
-                f"took        {time.monotonic() - started:.0f}s",
-            ]
-        ),
-        flush=True,
-    )
+    load_settings(params)
+    run_demo(params)
 
 
 def serve(params: str, port: int) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import inspect
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
 
 from flows.cli import FLOWS, _flow
@@ -26,6 +28,15 @@ RUNNER_LIMIT = 4  # flow runs at once; a paused promotion holds a slot while it 
 def deployments(params: str) -> list[RunnerDeployment]:
     absolute = str(Path(params).resolve())
     load_settings(absolute)  # a broken params file fails here, naming the key, not in every run
+    monitor = load_settings(absolute).monitor
+    extra: dict[str, dict[str, Any]] = {
+        "monitor": {"interval": timedelta(minutes=monitor.schedule_minutes)},
+        "retrain": {
+            "interval": timedelta(days=monitor.retrain_every_days),
+            # one retraining at a time; events arriving meanwhile are dropped, not queued
+            "concurrency_limit": ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        },
+    }
     out = []
     for name in FLOWS:
         flow_fn: Any = _flow(name)
@@ -35,6 +46,7 @@ def deployments(params: str) -> list[RunnerDeployment]:
                 parameters={"params": absolute},
                 description=inspect.getdoc(flow_fn.fn),
                 tags=["slipway"],
+                **extra.get(name, {}),
             )
         )
     return out

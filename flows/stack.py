@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from flows.automations import ensure_automations
 from slipway.paths import Home
 from slipway.processes import answers, start_detached, stop_group
 from slipway.settings import load_settings
@@ -38,8 +39,8 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def up(params: str, prefect_port: int, mlflow_port: int) -> dict[str, dict[str, object]]:
-    """Start what is not running yet; return the stack (name → pid, url, log)."""
+def up(params: str, prefect_port: int, mlflow_port: int | None) -> dict[str, dict[str, object]]:
+    """Start what is not running yet (the MLflow UI only with a port); return the stack (name → pid, url, log)."""
     home = Home.current()
     settings = load_settings(params)
     state_file = _state_file(home)
@@ -60,7 +61,7 @@ def up(params: str, prefect_port: int, mlflow_port: int) -> dict[str, dict[str, 
             pid = start_detached(command, answers(f"{api}/health"), logs / "prefect.log", env=server_env)
             stack["prefect"] = {"pid": pid, "url": api.removesuffix("/api"), "log": str(logs / "prefect.log")}
     env["PREFECT_API_URL"] = f"{stack['prefect']['url']}/api"
-    if "mlflow" not in stack:
+    if "mlflow" not in stack and mlflow_port is not None:
         url = f"http://127.0.0.1:{mlflow_port}"
         command = [_bin("mlflow"), "ui", "--backend-store-uri", env["MLFLOW_TRACKING_URI"], "--port", str(mlflow_port)]
         pid = start_detached(command, answers(url), logs / "mlflow.log", env=env)
@@ -81,6 +82,8 @@ def up(params: str, prefect_port: int, mlflow_port: int) -> dict[str, dict[str, 
         stack["deployments"] = {"pid": pid, "url": f"{stack['prefect']['url']}/deployments", "log": str(logs / "deployments.log")}
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps(stack, indent=2))
+    automations = ensure_automations(env["PREFECT_API_URL"], str(Path(params).resolve()))
+    stack["automations"] = {"pid": None, "url": f"{stack['prefect']['url']}/automations", "log": ", ".join(automations)}
     return stack
 
 

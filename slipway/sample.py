@@ -63,6 +63,7 @@ def build_sample_deployment(settings: Settings) -> pd.DataFrame:
     """Build it and return the held-out rows (features plus entity id) for requests."""
     data, home = settings.data, Home.current()
     typed = _clean_leads(settings)
+    lake.write_parquet(typed, home.silver / "sample.parquet")  # so the materialize and retrain flows can rebuild gold
     lake.write_parquet(gold.build_features(typed, data), home.gold / "features.parquet")
     lake.write_parquet(gold.build_labels(typed, data), home.gold / "labels.parquet")
     store = open_store()

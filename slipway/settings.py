@@ -142,6 +142,21 @@ class ServingSettings(_Strict):
     log_queue_size: int = Field(100_000, gt=0)
 
 
+class MonitorSettings(_Strict):
+    """What the monitor compares, and when it calls for retraining."""
+
+    window_hours: float = Field(24.0, gt=0)  # the prediction-log window compared with the training reference
+    min_rows: int = Field(200, gt=0)  # fewer logged rows: no verdict
+    sample_rows: int = Field(50_000, gt=0)  # rows per side given to Evidently's statistical tests
+    max_feature_psi: float = Field(0.25, gt=0)  # any feature above this is drift
+    max_drifted_share: float = Field(0.5, gt=0, le=1)  # share of features Evidently's tests flag
+    max_score_psi: float = Field(0.25, gt=0)  # prediction drift
+    max_auc_drop: float = Field(0.05, gt=0)  # performance against the reference, once labels arrive
+    schedule_minutes: int = Field(60, gt=0)  # the monitor deployment's interval
+    retrain_every_days: int = Field(7, gt=0)  # scheduled retraining, drift or not
+    retrain_cooldown_seconds: float = Field(3600, ge=0)  # a burst of drift events retrains once
+
+
 class Settings(_Strict):
     """The whole of ``params.yaml``."""
 
@@ -152,6 +167,7 @@ class Settings(_Strict):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     def fingerprint(self) -> str:
         """A stable hash of every setting, recorded as lineage on each model version."""

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from prefect.client.orchestration import SyncPrefectClient
@@ -23,6 +21,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from models.registry import CHALLENGER, CHAMPION
 from models.routing import Routing
 from slipway.service_metrics import read_state
+from slipway.traffic import Traffic
 from tests.conftest import REPO, write_params
 from tests.serving import Served, sample_service
 
@@ -99,34 +98,11 @@ class Stage:
         assert response.status.value == "ACCEPT", response
 
 
-class Traffic:
-    """Single-entity requests at a steady pace from a background thread, like a calling service."""
-
-    def __init__(self, url: str, entity_ids: list[str], per_second: float = 80) -> None:
-        self.url, self.ids, self.pause = url, entity_ids, 1 / per_second
-        self.statuses: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=30) as client:
-            i = 0
-            while not self._stop.wait(self.pause):
-                response = client.post(f"{self.url}/predict_entities", json={"entity_ids": [self.ids[i % len(self.ids)]]})
-                self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
-                i += 1
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-
 @pytest.fixture(scope="package")
 def stage(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iterator[Stage]:
     root = tmp_path_factory.mktemp("promotion")
     with sample_service(root) as served, temporary_settings(updates={PREFECT_API_URL: prefect_server}):
-        traffic = Traffic(served.url, served.entity_ids)
+        traffic = Traffic(served.url, per_second=80).entities(served.entity_ids)
         try:
             yield Stage(served, prefect_server, root)
         finally:

@@ -1,0 +1,226 @@
+"""``slipway demo``: the whole loop on generated data, with embedded defaults.
+
+stack up → pipeline (ingest → materialize → train) → promote v1 → package →
+live traffic → monitor (no drift) → a drifted batch arrives → monitor → drift
+event → the automation starts retraining → the new challenger goes through
+shadow, approval and canary → champion.
+
+Every flow runs as a deployment run on the local Prefect server, exactly as from
+the UI. Approvals are answered by the demo itself, as approver ``slipway-demo``
+with a comment saying so. Timings (shadow, bake, trials) are shortened in a
+derived params file under ``SLIPWAY_HOME/demo/``; the stack stays up afterwards
+for a look around (``slipway down`` stops it).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from mlflow import MlflowClient
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flows.stack import up
+from models.registry import CHALLENGER, CHAMPION, alias_version
+from slipway.datagen import generate_leads, write_generated
+from slipway.paths import Home
+from slipway.processes import free_port
+from slipway.settings import Settings, load_settings
+from slipway.traffic import Traffic
+
+DEMO_APPROVER = "slipway-demo"
+DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
+    "train": {"n_trials": 8},
+    "promotion": {
+        "shadow_seconds": 15,
+        "canary_steps": [25, 100],
+        "bake_seconds": 8,
+        "min_shadow_samples": 100,
+        "min_canary_samples": 20,
+        "min_auc_gain": 0.0,  # "no worse" on the drifted window
+        "max_score_psi": 1.0,  # the retrained model scores the changed market differently, on purpose
+        "approval_timeout_seconds": 600,
+    },
+    "monitor": {"min_rows": 200, "retrain_cooldown_seconds": 600},
+    "serving": {"poll_seconds": 1.0, "log_flush_seconds": 0.5},
+}
+
+
+class Demo:
+    def __init__(self, params: str) -> None:
+        self.started = time.monotonic()
+        self.home = Home.current()
+        self.dir = self.home.root / "demo"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        raw = yaml.safe_load(Path(params).read_text())
+        for section, values in DEMO_OVERRIDES.items():
+            raw[section] = {**raw.get(section, {}), **values}
+        raw["promotion"]["approvers"] = sorted({*raw["promotion"].get("approvers", []), DEMO_APPROVER})
+        raw["promotion"]["service_url"] = f"http://127.0.0.1:{free_port()}"
+        raw["data"]["source"] = str(Path(raw["data"]["source"]).resolve())
+        self.params = self.dir / "params.yaml"
+        self.params.write_text(yaml.safe_dump(raw, sort_keys=False))
+        self.settings: Settings = load_settings(self.params)
+        self.api = ""
+        self.lines: list[str] = []
+
+    def say(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:5.0f}s] {message}", flush=True)
+
+    def run(self, deployment: str, **parameters: Any) -> FlowRun:
+        run = run_deployment(f"{deployment}/{deployment}", parameters={"params": str(self.params), **parameters}, timeout=1800)
+        assert isinstance(run, FlowRun)
+        if not (run.state and run.state.is_completed()):
+            raise RuntimeError(f"the {deployment} run {run.name} ended {run.state}; see {self.api.removesuffix('/api')}/runs")
+        return run
+
+    def client(self) -> SyncPrefectClient:
+        return SyncPrefectClient(self.api)
+
+    def latest(self, deployment: str) -> FlowRun | None:
+        with self.client() as client:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                limit=1,
+            )
+        return runs[0] if runs else None
+
+    def wait_for(self, deployment: str, done: str, after: FlowRun | None, timeout: float = 900) -> FlowRun:
+        """The newest run of ``deployment`` (other than ``after``) once it is ``done`` (paused or final)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.latest(deployment)
+            state = run.state if run and (after is None or run.id != after.id) else None
+            if run and state and (state.is_final() or (done == "paused" and state.is_paused())):
+                return run
+            time.sleep(1)
+        raise RuntimeError(f"no {deployment} run reached '{done}' within {timeout:.0f}s")
+
+    def approve(self, run: FlowRun, what: str) -> FlowRun:
+        if not (run.state and run.state.is_paused()):
+            raise RuntimeError(f"promotion run {run.name} ended {run.state} before asking for approval (see its logs)")
+        self.say(f"   approval form waiting in the Prefect UI: {self.api.removesuffix('/api')}/runs/flow-run/{run.id}")
+        answer = {"approver": DEMO_APPROVER, "approved": True, "comment": f"answered automatically by slipway demo ({what})"}
+        with self.client() as client:
+            client.resume_flow_run(run.id, run_input=answer)
+        self.say(f"   approved by '{DEMO_APPROVER}' (the demo answering for a human approver)")
+        final = self.wait_for("promote", "final", None)
+        if not (final.state and final.state.is_completed()):
+            raise RuntimeError(f"promotion run {final.name} ended {final.state}")
+        return final
+
+    def monitor(self, seconds: float) -> str:
+        self.run("monitor", window_hours=seconds / 3600)
+        verdicts = sorted((self.home.reports / "monitor").glob("*/verdict.json"))
+        return verdicts[-1].read_text() if verdicts else "{}"
+
+
+def _drifted_batch(settings: Settings, path: Path) -> pd.DataFrame:
+    """A month of leads from a changed market: new channel mix, less engagement, a shifted conversion concept."""
+    assert settings.generate is not None
+    cfg = settings.generate.model_copy(
+        update={"rows": 8000, "seed": settings.generate.seed + 1, "months": 1, "covariate_drift": 1.0, "concept_drift": 1.0}
+    )
+    cfg = cfg.model_copy(update={"start": (pd.Timestamp(cfg.start) + pd.DateOffset(months=settings.generate.months)).date()})
+    data = generate_leads(cfg)
+    write_generated(data, str(path))
+    return data.frame
+
+
+def run_demo(params: str) -> None:
+    demo = Demo(params)
+    s, name = demo.settings, demo.settings.registry.model_name
+    demo.say(f"slipway demo: the whole loop on generated data (params derived from {params}: {demo.params})")
+    demo.say("1/8 local stack: Prefect server, scoring service, every flow as a deployment, retraining automations")
+    stack = up(str(demo.params), 4200, None)
+    demo.api = f"{stack['prefect']['url']}/api"
+    traffic = Traffic(s.promotion.service_url, per_second=40)
+    with temporary_settings(updates={PREFECT_API_URL: demo.api}):
+        try:
+            _loop(demo, traffic, name)
+        finally:
+            traffic.stop()
+    _summary(demo, stack, traffic, name)
+
+
+def _loop(demo: Demo, traffic: Traffic, name: str) -> None:
+    s = demo.settings
+    demo.say("2/8 pipeline: generated leads → ingest (GX) → materialize (Feast) → train (Optuna, MLflow)")
+    demo.run("pipeline")
+    first = alias_version(name, CHALLENGER)
+    demo.say(f"   {name} v{first} registered as challenger")
+    demo.say("3/8 promote v1: policy → approval (first champion: no live traffic to shadow yet)")
+    run_deployment("promote/promote", parameters={"params": str(demo.params), "requested_by": "demo"}, timeout=0)
+    demo.approve(demo.wait_for("promote", "paused", None), "first champion")
+    demo.say(f"   champion is v{alias_version(name, CHAMPION)}")
+    demo.say("4/8 package the champion as a Bento; the running service already follows the registry")
+    demo.run("package")
+    labels = pd.read_parquet(demo.home.gold / "labels.parquet")
+    traffic.entities(labels[s.data.entity].astype(str).tail(2000).tolist())
+    demo.say("5/8 live traffic from the training distribution (entity lookups), then monitor")
+    time.sleep(15)
+    demo.lines.append("monitor (in-distribution): " + _verdict(demo.monitor(20)))
+    demo.say("   " + demo.lines[-1])
+    demo.say("6/8 a drifted month arrives: ingest it, and traffic now comes from it")
+    drifted_path = demo.dir / "drifted_leads.csv"
+    drifted = _drifted_batch(s, drifted_path)
+    raw = yaml.safe_load(demo.params.read_text())
+    raw["data"]["source"] = str(drifted_path)
+    drift_params = demo.dir / "drifted-batch.yaml"
+    drift_params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    run_deployment("ingest/ingest", parameters={"params": str(drift_params)}, timeout=1800)
+    rows = drifted[s.data.features].astype(object).where(drifted[s.data.features].notna(), None).tail(4000)
+    traffic.rows([{str(k): v for k, v in r.items()} for r in rows.to_dict("records")])
+    time.sleep(15)
+    demo.say("7/8 monitor → slipway.drift.detected → automation → retrain (materialize, train, request promotion)")
+    before = demo.latest("retrain")
+    demo.lines.append("monitor (drifted): " + _verdict(demo.monitor(14)))
+    demo.say("   " + demo.lines[-1])
+    retrain = demo.wait_for("retrain", "final", before)
+    if not (retrain.state and retrain.state.is_completed()):
+        raise RuntimeError(f"the retrain run {retrain.name} ended {retrain.state}")
+    demo.say(f"   retrain run '{retrain.name}' was started by the automation; new challenger v{alias_version(name, CHALLENGER)}")
+    demo.say("8/8 the new challenger: policy → shadow on live traffic → approval → canary → champion")
+    paused = demo.wait_for("promote", "paused", None)
+    demo.approve(paused, "retrained after drift")
+    demo.say(f"   champion is v{alias_version(name, CHAMPION)}")
+
+
+def _verdict(text: str) -> str:
+    import json
+
+    verdict = json.loads(text)
+    reasons = verdict.get("drift", []) + verdict.get("degraded", [])
+    return f"{verdict.get('rows', 0)} rows, " + ("; ".join(reasons[:4]) if reasons else "no drift")
+
+
+def _summary(demo: Demo, stack: dict[str, dict[str, object]], traffic: Traffic, name: str) -> None:
+    client = MlflowClient()
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    ui = str(stack["prefect"]["url"])
+    print("\n── slipway demo summary ─────────────────────────────────────────")
+    for v in versions:
+        metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
+        auc = metrics.get("test_roc_auc")
+        holdout = "-" if auc is None else f"{auc:.3f}"
+        status = v.tags.get("slipway.promotion.status", "-")
+        promoted = v.tags.get("slipway.promoted_by", "-")
+        print(f"model     {name} v{v.version}  holdout roc_auc={holdout}  last step={status}  promoted by={promoted}")
+    print(f"champion  v{alias_version(name, CHAMPION)}")
+    for line in demo.lines:
+        print(f"drift     {line}")
+    print(f"traffic   {sum(traffic.statuses.values())} requests, statuses {traffic.statuses}")
+    print(f"Prefect   {ui}  (flow runs, the approval forms, artifacts, automations)")
+    print(f"MLflow    mlflow ui --backend-store-uri {client.tracking_uri}")
+    print(f"reports   {demo.home.reports}   audit log {demo.home.audit_log}   history: slipway history")
+    print(f"service   {demo.settings.promotion.service_url}/docs   (the stack keeps running; 'slipway down' stops it)")
+    print(f"took      {time.monotonic() - demo.started:.0f}s")

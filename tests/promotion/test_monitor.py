@@ -1,0 +1,117 @@
+"""The monitor flow on live traffic, and the automation that turns its drift event into one retraining."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.events import emit_event
+
+from flows.automations import ensure_automations
+from flows.monitor import DRIFT_EVENT
+from slipway.processes import running_server
+from tests.conftest import REPO, write_params
+from tests.promotion.conftest import Stage
+
+
+def monitor(stage: Stage, params: Path, seconds: float) -> tuple[int, str]:
+    """Run the monitor flow over the last ``seconds`` of the prediction log, as a CLI user would.
+
+    The window is counted from when the flow starts, some seconds after this call.
+    """
+    env = {**stage.served.env, "PREFECT_API_URL": stage.prefect_url}
+    command = [sys.executable, "-m", "flows.cli", "run", "monitor", "--params", str(params), f"window_hours={seconds / 3600}"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout + done.stderr
+
+
+def drifted_rows(stage: Stage, n: int) -> list[dict[str, object]]:
+    """Held-out rows as a changed market would send them: more engagement, one new lead source."""
+    rows = pd.DataFrame(stage.served.rows * (n // len(stage.served.rows) + 1)).head(n)
+    rows["page_views"] = rows["page_views"] * 4 + 20
+    rows["email_opens"] = rows["email_opens"] * 3 + 5
+    rows["lead_source"] = "partner_referral"
+    return [{str(k): (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.to_dict("records")]
+
+
+@pytest.fixture(scope="module")
+def runner_params(stage: Stage) -> Path:
+    raw = yaml.safe_load((stage.root / "params.yaml").read_text())
+    raw["promotion"].update(service_url=stage.served.url, shadow_seconds=2, approval_timeout_seconds=5, min_shadow_samples=10)
+    raw["monitor"] = {"min_rows": 200, "retrain_cooldown_seconds": 600}
+    return write_params(stage.root / "runner.yaml", raw)
+
+
+@pytest.fixture(scope="module")
+def runner(stage: Stage, runner_params: Path) -> Iterator[None]:
+    """Every flow served as a deployment, with the retraining automations, as ``slipway up`` sets them up."""
+    env = {**stage.served.env, "PREFECT_API_URL": stage.prefect_url}
+    command = [sys.executable, "-m", "flows.deployments", "--params", str(runner_params)]
+    registered = f"{stage.prefect_url}/deployments/name/retrain/retrain"
+    with running_server(command, lambda: httpx.get(registered).status_code == 200, stage.root / "runner.log", env=env, cwd=REPO):
+        ensure_automations(stage.prefect_url, str(runner_params))
+        assert len(ensure_automations(stage.prefect_url, str(runner_params))) == 2  # idempotent: still two
+        yield
+
+
+def retrain_runs(stage: Stage) -> list[FlowRun]:
+    with stage.prefect() as client:
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["retrain"])),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            limit=20,
+        )
+
+
+def test_traffic_from_the_training_distribution_raises_no_drift(stage: Stage, runner_params: Path) -> None:
+    time.sleep(8)  # the background traffic: held-out entities, same distribution as training
+    code, out = monitor(stage, runner_params, 8)
+    assert code == 0 and "no drift, no degradation" in out, out
+    report = sorted((stage.served.home.reports / "monitor").glob("*/evidently.html"))
+    assert report and report[-1].stat().st_size > 10_000
+
+
+def test_drift_is_reported_and_a_burst_of_events_retrains_once(stage: Stage, runner: None, runner_params: Path) -> None:
+    stage.reset(champion="1", challenger="2")
+    versions_before = len(stage.served.client().search_model_versions(f"name='{stage.name}'"))
+    started = time.monotonic()
+    rows = drifted_rows(stage, 3000)
+    for i in range(0, len(rows), 100):
+        assert httpx.post(f"{stage.served.url}/predict", json={"rows": rows[i : i + 100]}, timeout=30).status_code == 200
+    time.sleep(1)
+    code, out = monitor(stage, runner_params, time.monotonic() - started + 120)  # generous: the CLI starts slowly under load
+    assert code == 0 and "page_views: PSI" in out and "lead_source: PSI" in out, out
+    verdicts = sorted((stage.served.home.reports / "monitor").glob("*/verdict.json"))
+    assert "page_views" in verdicts[-1].read_text()
+    for _ in range(2):  # the same alarm again at once: a burst
+        emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": f"slipway.model.{stage.name}"}, payload={"burst": True})
+
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        runs = retrain_runs(stage)
+        if len(runs) >= 3 and all(r.state and r.state.is_final() for r in runs):
+            break
+        time.sleep(2)
+    else:
+        pytest.fail(f"retrain runs did not all finish: {[(r.name, r.state) for r in retrain_runs(stage)]}")
+    completed = [r for r in runs if r.state and r.state.is_completed()]
+    assert len(runs) == 3 and completed, [(r.name, r.state) for r in runs]
+    assert all(r.parameters["reason"] == DRIFT_EVENT for r in runs)  # started by the automation, not by us
+    versions_after = len(stage.served.client().search_model_versions(f"name='{stage.name}'"))
+    assert versions_after == versions_before + 1, "a burst of drift events must retrain exactly once"
+    log = (stage.root / "runner.log").read_text()
+    assert "retrain skipped" in log or any(r.state and r.state.is_cancelled() for r in runs), log[-3000:]
+    deadline = time.monotonic() + 120  # the promotion the retraining requested ends unanswered (5 s timeout)
+    while (run := stage.latest_promote_run()) and run.state and not run.state.is_final():
+        assert time.monotonic() < deadline, f"the requested promotion did not end: {run.state}"
+        time.sleep(2)
