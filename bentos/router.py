@@ -80,9 +80,9 @@ class ModelRouter:
             self.snapshot = Snapshot(champion, challenger, routing)
             self._cache = {k: v for k, v in self._cache.items() if v in (champion, challenger)}
             self.last_error = None
-        except (MlflowException, OSError) as exc:
-            self.last_error = str(exc)
-            LOGGER.warning("registry refresh failed, keeping the current models: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - whatever the registry or its database raises, the poller must live on
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            LOGGER.warning("registry refresh failed, keeping the current models: %s", self.last_error)
         self.on_refresh(self.snapshot)
         return self.snapshot
 

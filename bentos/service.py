@@ -52,7 +52,8 @@ MODEL_ERRORS = bentoml.metrics.Counter(
 )
 # What this process serves right now, so the promote flow can confirm a routing change took effect.
 SERVING = {
-    name: bentoml.metrics.Gauge(name=f"slipway_serving_{name}", documentation=doc)
+    # "mostrecent": a restarted worker's values replace those its dead predecessor left in the multiprocess directory
+    name: bentoml.metrics.Gauge(name=f"slipway_serving_{name}", documentation=doc, multiprocess_mode="mostrecent")
     for name, doc in (
         ("champion_version", "version behind the champion alias (0: none)"),
         ("challenger_version", "challenger version loaded for shadow or canary (0: none)"),

@@ -157,7 +157,7 @@ def route(p: Promotion, routing: Routing) -> ServingState:
     """Change routing in the registry and wait until the service follows it."""
     registry.set_routing(p.name, routing)
     cfg = p.settings
-    timeout = max(30.0, 6 * cfg.serving.poll_seconds)
+    timeout = max(90.0, 10 * cfg.serving.poll_seconds)  # the first switch to a challenger also loads it
     if routing.mode is Mode.CHAMPION:
         return wait_for_service(cfg.promotion.service_url, lambda s: s.challenger is None, "champion-only routing", timeout)
     return wait_for_service(
