@@ -14,6 +14,8 @@ for a look around (``slipway down`` stops it).
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -136,12 +138,17 @@ def _drifted_batch(settings: Settings, path: Path) -> pd.DataFrame:
     return data.frame
 
 
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
 def run_demo(params: str) -> None:
     demo = Demo(params)
     s, name = demo.settings, demo.settings.registry.model_name
     demo.say(f"slipway demo: the whole loop on generated data (params derived from {params}: {demo.params})")
     demo.say("1/8 local stack: Prefect server, scoring service, every flow as a deployment, retraining automations")
-    stack = up(str(demo.params), 4200, None)
+    stack = up(str(demo.params), 4200 if not os.environ.get("PREFECT_API_URL") and _free(4200) else free_port(), None)
     demo.api = f"{stack['prefect']['url']}/api"
     traffic = Traffic(s.promotion.service_url, per_second=40)
     with temporary_settings(updates={PREFECT_API_URL: demo.api}):

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from flows.automations import ensure_automations
+from flows.cli import FLOWS
 from slipway.paths import Home
 from slipway.processes import answers, start_detached, stop_group
 from slipway.settings import load_settings
@@ -77,8 +78,8 @@ def up(params: str, prefect_port: int, mlflow_port: int | None) -> dict[str, dic
         stack["scoring"] = {"pid": pid, "url": settings.promotion.service_url, "log": str(logs / "scoring.log")}
     if "deployments" not in stack:
         command = [sys.executable, "-m", "flows.deployments", "--params", str(Path(params).resolve())]
-        registered = answers(f"{env['PREFECT_API_URL']}/deployments/name/promote/promote")  # the runner is up
-        pid = start_detached(command, registered, logs / "deployments.log", env, REPO)
+        probes = [answers(f"{env['PREFECT_API_URL']}/deployments/name/{flow}/{flow}") for flow in FLOWS]
+        pid = start_detached(command, lambda: all(probe() for probe in probes), logs / "deployments.log", env, REPO)
         stack["deployments"] = {"pid": pid, "url": f"{stack['prefect']['url']}/deployments", "log": str(logs / "deployments.log")}
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps(stack, indent=2))
