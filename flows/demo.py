@@ -32,6 +32,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.stack import up
 from models.registry import CHALLENGER, CHAMPION, alias_version
+from slipway import lake
 from slipway.datagen import generate_leads, write_generated
 from slipway.paths import Home
 from slipway.processes import free_port
@@ -131,7 +132,7 @@ def _drifted_batch(settings: Settings, path: Path) -> pd.DataFrame:
     assert settings.generate is not None
     cfg = settings.generate.model_copy(
         update={"rows": 8000, "seed": settings.generate.seed + 1, "months": 1, "covariate_drift": 1.0, "concept_drift": 1.0}
-    )
+    )  # with the configured faults: ingest quarantines them, and the demo's traffic sends only the clean rows
     cfg = cfg.model_copy(update={"start": (pd.Timestamp(cfg.start) + pd.DateOffset(months=settings.generate.months)).date()})
     data = generate_leads(cfg)
     write_generated(data, str(path))
@@ -185,7 +186,9 @@ def _loop(demo: Demo, traffic: Traffic, name: str) -> None:
     drift_params = demo.dir / "drifted-batch.yaml"
     drift_params.write_text(yaml.safe_dump(raw, sort_keys=False))
     run_deployment("ingest/ingest", parameters={"params": str(drift_params)}, timeout=1800)
-    rows = drifted[s.data.features].astype(object).where(drifted[s.data.features].notna(), None).tail(4000)
+    accepted = lake.read_table(demo.home.silver)
+    clean = drifted[drifted[s.data.entity].isin(accepted[s.data.entity])]  # as a caller would send them: valid rows
+    rows = clean[s.data.features].astype(object).where(clean[s.data.features].notna(), None).tail(4000)
     traffic.rows([{str(k): v for k, v in r.items()} for r in rows.to_dict("records")])
     time.sleep(15)
     demo.say("7/8 monitor → slipway.drift.detected → automation → retrain (materialize, train, request promotion)")
