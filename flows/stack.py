@@ -12,8 +12,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
+
+import httpx
 
 from flows.automations import ensure_automations
 from flows.cli import FLOWS
@@ -78,14 +82,30 @@ def up(params: str, prefect_port: int, mlflow_port: int | None) -> dict[str, dic
         stack["scoring"] = {"pid": pid, "url": settings.promotion.service_url, "log": str(logs / "scoring.log")}
     if "deployments" not in stack:
         command = [sys.executable, "-m", "flows.deployments", "--params", str(Path(params).resolve())]
-        probes = [answers(f"{env['PREFECT_API_URL']}/deployments/name/{flow}/{flow}") for flow in FLOWS]
-        pid = start_detached(command, lambda: all(probe() for probe in probes), logs / "deployments.log", env, REPO)
+        registered = _registered_since(env["PREFECT_API_URL"], datetime.now(UTC))
+        pid = start_detached(command, registered, logs / "deployments.log", env, REPO)
         stack["deployments"] = {"pid": pid, "url": f"{stack['prefect']['url']}/deployments", "log": str(logs / "deployments.log")}
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps(stack, indent=2))
     automations = ensure_automations(env["PREFECT_API_URL"], str(Path(params).resolve()))
     stack["automations"] = {"pid": None, "url": f"{stack['prefect']['url']}/automations", "log": ", ".join(automations)}
     return stack
+
+
+def _registered_since(api: str, since: datetime) -> Callable[[], bool]:
+    """Ready once this runner has (re)registered every deployment: older ones may carry other params."""
+
+    def probe() -> bool:
+        for flow in FLOWS:
+            try:
+                response = httpx.get(f"{api.rstrip('/')}/deployments/name/{flow}/{flow}", timeout=5)
+            except httpx.HTTPError:
+                return False
+            if response.status_code != 200 or datetime.fromisoformat(response.json()["updated"]) < since:
+                return False
+        return True
+
+    return probe
 
 
 def down() -> list[str]:
