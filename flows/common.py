@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -36,3 +37,12 @@ def ensure_demo_source(settings: Settings) -> None:
     cfg = settings.generate
     logger.info("%s not found: generating %d demo leads (seed %d)", source, cfg.rows, cfg.seed)
     write_generated(generate_leads(cfg), source)
+
+
+def latest_labels(settings: Settings) -> pd.Series:
+    """Each entity's most recent label from gold, indexed by entity id as text (how the prediction log keeps it)."""
+    data = settings.data
+    gold = pd.read_parquet(home().gold / "labels.parquet").sort_values(data.timestamp)
+    labels = gold.drop_duplicates(data.entity, keep="last").set_index(data.entity)[data.label]
+    labels.index = labels.index.astype(str)
+    return labels

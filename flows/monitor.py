@@ -25,7 +25,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from flows.common import home, load_params
+from flows.common import home, latest_labels, load_params
 from models import drift, registry
 from models.comparison import psi
 from slipway import lake
@@ -104,14 +104,6 @@ def run_evidently(reference: pd.DataFrame, current: pd.DataFrame, data: DataSett
     raise RuntimeError("Evidently's report has no DriftedColumnsCount metric")
 
 
-def _labels(settings: Settings) -> pd.Series:
-    data = settings.data
-    gold = pd.read_parquet(home().gold / "labels.parquet").sort_values(data.timestamp)
-    labels = gold.drop_duplicates(data.entity, keep="last").set_index(data.entity)[data.label]
-    labels.index = labels.index.astype(str)
-    return labels
-
-
 def _holdout_auc(name: str, version: str) -> float | None:
     """The version's ROC-AUC on its training holdout, as the train flow logged it (None if it has none)."""
     client = MlflowClient()
@@ -168,7 +160,7 @@ def monitor(params: str = "params.yaml", window_hours: float | None = None) -> M
     logger.info("monitor: %d logged rows vs %d reference rows of v%s", len(current), len(reference), champion)
     psis = drift.feature_psi(reference, current, settings.data)
     share = evidently_report(reference, current, settings, out)
-    labels = _labels(settings)
+    labels = latest_labels(settings)
     known = current[current["entity"].astype(str).isin(labels.index)]
     verdict = drift.judge(
         len(current),

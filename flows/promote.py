@@ -31,7 +31,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from flows.common import home, load_params
+from flows.common import home, latest_labels, load_params
 from models import comparison, policy, registry, training
 from models.routing import Mode, Routing
 from slipway.audit import AuditLog
@@ -215,10 +215,7 @@ def shadow(p: Promotion) -> comparison.ShadowReport:
     p.decide("shadow_started", "slipway", {"seconds": cfg.shadow_seconds})
     watch(cfg.shadow_seconds, f"shadow v{p.challenger}", rows_with(p.challenger, "shadow_version", started))
     window = log_window(p, started)
-    gold = pd.read_parquet(home().gold / "labels.parquet")
-    data = p.settings.data
-    labels = gold.sort_values(data.timestamp).drop_duplicates(data.entity, keep="last").set_index(data.entity)[data.label]
-    labels.index = labels.index.astype(str)
+    labels = latest_labels(p.settings)
     sample = [json.loads(f) for f in window["features"].head(300)]
     report = comparison.shadow_report(window, p.champion, p.challenger, labels, _replay_latency(p, sample), cfg)
     markdown = report.to_markdown()

@@ -96,8 +96,7 @@ def switch_champion(name: str, version: str, actor: str, audit: AuditLog, reason
     client.set_model_version_tag(name, version, "slipway.promoted_by", actor)
     if alias_version(name, CHALLENGER) == version:
         client.delete_registered_model_alias(name, CHALLENGER)
-    for key, value in Routing().to_tags().items():
-        client.set_registered_model_tag(name, key, value)
+    set_routing(name, Routing())
     audit.append("champion_switch", actor, name, version, {"previous": previous, "reason": reason})
     return previous
 
@@ -111,8 +110,7 @@ def rollback_champion(name: str, actor: str, audit: AuditLog, reason: str) -> st
     if previous is None or previous == current:
         raise RuntimeError(f"{name!r}: no previous champion is recorded, nothing to roll back to")
     now = datetime.now(UTC).isoformat()
-    for key, value in Routing().to_tags().items():  # stop any canary or shadow first
-        client.set_registered_model_tag(name, key, value)
+    set_routing(name, Routing())  # stop any canary or shadow first
     client.set_registered_model_alias(name, CHAMPION, previous)
     client.delete_registered_model_tag(name, PREVIOUS_CHAMPION_TAG)  # never "roll back" onto the version just removed
     if current is not None:
