@@ -41,7 +41,7 @@ def compare(settings: Settings, seed: int) -> dict[str, float]:
         return metrics.classification_metrics(split.test.y, training.predict_proba(model, split.test.X), 0.1)["roc_auc"]
 
     started = time.perf_counter()
-    best = tuning.tune(tuning.create_study(cfg, f"bench-{seed}", None), split, data, cfg, lambda *a: None)
+    best = tuning.tune(tuning.create_study(cfg, f"bench-{seed}", None), split, data, cfg)
     tuned = training.refit_xgboost(full, data, cfg, best.params, int(best.user_attrs["best_iteration"]))
     tuning_seconds = time.perf_counter() - started
     untuned_model = XGBClassifier(random_state=cfg.seed)

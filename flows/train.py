@@ -20,6 +20,7 @@ from models import metrics, plots, registry, training, tuning
 from models.pyfunc import ScoringModel
 from slipway import lake
 from slipway.feature_store import EVENT_TIMESTAMP, open_store, training_frame
+from slipway.paths import optuna_storage
 from slipway.settings import Settings
 from slipway.tracking import use_experiment
 
@@ -49,11 +50,21 @@ def _md5(path: str) -> str:
     return hashlib.md5(Path(path).read_bytes(), usedforsecurity=False).hexdigest()
 
 
-def _log_trial(trial: optuna.Trial, params: dict[str, Any], values: dict[str, float]) -> None:
-    with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
-        mlflow.log_params(params)
-        mlflow.log_metrics({f"validation_{k}": v for k, v in values.items()})
-        mlflow.set_tag("optuna_trial", trial.number)
+def study_name(settings: Settings, frame: pd.DataFrame) -> str:
+    """Same training set and settings, same study: a re-run after a crash resumes it."""
+    digest = hashlib.sha256(settings.fingerprint().encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return f"{settings.registry.model_name}-{digest.hexdigest()[:12]}"
+
+
+def _log_trials(study: optuna.Study) -> None:
+    """One nested MLflow run per finished trial of the study, whichever process ran it."""
+    for trial in study.get_trials(deepcopy=False, states=tuning.FINISHED):
+        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+            mlflow.log_params(trial.params)
+            values = trial.user_attrs.get("validation_metrics", {})
+            mlflow.log_metrics({f"validation_{k}": v for k, v in values.items()})
+            mlflow.set_tags({"optuna_trial": trial.number, "optuna_state": trial.state.name})
 
 
 @task(cache_policy=NO_CACHE)
@@ -63,13 +74,23 @@ def train_and_register(settings: Settings, frame: pd.DataFrame) -> TrainResult:
     split = training.time_split(frame, data, cfg, EVENT_TIMESTAMP)
     use_experiment(cfg.experiment, home())
     started = datetime.now(UTC)
-    study_name = f"{settings.registry.model_name}-{started:%Y%m%dT%H%M%S}"
-    storage = f"sqlite:///{home().optuna / 'optuna.db'}"
-    home().optuna.mkdir(parents=True, exist_ok=True)
+    name = study_name(settings, frame)
+    storage = optuna_storage(home())
+    logger = get_run_logger()
     with mlflow.start_run(run_name=f"train-{started:%Y%m%d-%H%M%S}") as run:
         mlflow.log_params({"n_rows": len(frame), "n_trials": cfg.n_trials, "features": ",".join(data.features)})
-        study = tuning.create_study(cfg, study_name, storage)
-        best = tuning.tune(study, split, data, cfg, _log_trial)
+        study = tuning.create_study(cfg, name, storage)
+        already = tuning.finished_trials(study)
+        if already:
+            logger.info("resuming Optuna study %s: %d of %d trials already finished", name, already, cfg.n_trials)
+
+        def progress(done: int, wanted: int, best: float | None) -> None:
+            shown = "-" if best is None else f"{best:.4f}"
+            logger.info("Optuna trial %d/%d finished; best validation ROC-AUC %s", done, wanted, shown)
+
+        best = tuning.tune(study, split, data, cfg, storage, progress)
+        _log_trials(study)
+        mlflow.log_params({"optuna_study": name, "optuna_workers": cfg.workers})
         baseline = training.fit_baseline(split.train, data, cfg)
         baseline_val = metrics.classification_metrics(
             split.validation.y, training.predict_proba(baseline, split.validation.X), cfg.top_k_fraction
@@ -94,8 +115,8 @@ def train_and_register(settings: Settings, frame: pd.DataFrame) -> TrainResult:
             "dvc_data_md5": _md5(data.source),
             "feast_feature_service": settings.features.service,
             "params_hash": settings.fingerprint(),
-            "optuna_study": study_name,
-            "optuna_storage": storage,
+            "optuna_study": name,
+            "optuna_storage": tuning.redacted(storage),
             "training_window_start": split.train.start.isoformat(),
             "training_window_end": split.validation.end.isoformat(),
             "test_window_end": split.test.end.isoformat(),

@@ -84,8 +84,9 @@ def fit_xgboost(
     cfg: TrainSettings,
     params: dict[str, Any],
     callbacks: Sequence[Any] = (),
+    threads: int = 2,
 ) -> Pipeline:
-    """Fit on the train slice with early stopping on the validation slice."""
+    """Fit on the train slice with early stopping on the validation slice, on ``threads`` threads."""
     prep = preprocessor(data, scale=False).fit(split.train.X)
     model = XGBClassifier(
         **params,
@@ -93,7 +94,7 @@ def fit_xgboost(
         early_stopping_rounds=cfg.early_stopping_rounds,
         eval_metric="auc",
         random_state=cfg.seed,
-        n_jobs=2,
+        n_jobs=threads,
         callbacks=list(callbacks) or None,
     )
     model.fit(

@@ -1,18 +1,33 @@
-"""Optuna search over XGBoost: seeded TPE, pruning through XGBoost's callback."""
+"""Optuna search over XGBoost: seeded TPE, pruning through XGBoost's callback.
+
+A study lives in a storage (SQLite under ``SLIPWAY_HOME`` by default, PostgreSQL in
+production) under a name derived from the training set and the settings, so a run
+that was interrupted resumes the same study instead of starting over. With
+``train.workers`` above one, that many processes share the study through the
+storage, each running whole trials, as Optuna's docs recommend for parallel search.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any
 
 import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
 from optuna_integration import XGBoostPruningCallback
+from sqlalchemy.engine import make_url
 
 from models.metrics import classification_metrics
 from models.training import Split, best_iteration, fit_xgboost, predict_proba
 from slipway.settings import DataSettings, TrainSettings
 
-TrialLogger = Callable[[optuna.Trial, dict[str, Any], dict[str, float]], None]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+Progress = Callable[[int, int, float | None], None]  # finished trials, wanted trials, best value so far
 
 
 def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
@@ -29,34 +44,115 @@ def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
     }
 
 
+def open_storage(url: str) -> RDBStorage:
+    """A database storage whose trials send heartbeats.
+
+    A trial left ``RUNNING`` by a killed process stops beating; after the grace
+    period the next worker marks it failed and a retry of it is queued.
+    """
+    return RDBStorage(
+        url,
+        engine_kwargs={"pool_pre_ping": True},
+        heartbeat_interval=5,
+        grace_period=20,
+        failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+    )
+
+
+def redacted(url: str) -> str:
+    """The storage URL with any password masked, fit for lineage tags and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _sampler(cfg: TrainSettings, worker: int = 0) -> optuna.samplers.TPESampler:
+    # constant_liar: running trials count as bad results, so parallel workers spread out.
+    return optuna.samplers.TPESampler(seed=cfg.seed + worker, constant_liar=True)
+
+
+def _pruner() -> optuna.pruners.MedianPruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20)
+
+
 def create_study(cfg: TrainSettings, name: str, storage: str | None) -> optuna.Study:
-    """A maximising study; resumable when ``storage`` is persistent."""
+    """A maximising study; an existing one of that name is resumed when ``storage`` is persistent."""
     return optuna.create_study(
         study_name=name,
-        storage=storage,
+        storage=open_storage(storage) if storage else None,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
+        sampler=_sampler(cfg),
+        pruner=_pruner(),
         load_if_exists=True,
     )
 
 
-def tune(
-    study: optuna.Study, split: Split, data: DataSettings, cfg: TrainSettings, log_trial: TrialLogger
-) -> optuna.trial.FrozenTrial:
-    """Run the search and return the best trial; its params and tree count drive the refit."""
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
 
+
+def _objective(split: Split, data: DataSettings, cfg: TrainSettings, threads: int) -> Callable[[optuna.Trial], float]:
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("pid", os.getpid())  # which worker ran it
         params = suggest_params(trial)
         pruning = XGBoostPruningCallback(trial, "validation_0-auc")
-        pipeline = fit_xgboost(split, data, cfg, params, callbacks=[pruning])
+        pipeline = fit_xgboost(split, data, cfg, params, callbacks=[pruning], threads=threads)
         metrics = classification_metrics(split.validation.y, predict_proba(pipeline, split.validation.X), cfg.top_k_fraction)
         trial.set_user_attr("best_iteration", best_iteration(pipeline))
-        log_trial(trial, params, metrics)
+        trial.set_user_attr("validation_metrics", metrics)
         return metrics["roc_auc"]
 
+    return objective
+
+
+def _worker(storage: str, name: str, split: Split, data: DataSettings, cfg: TrainSettings, worker: int, threads: int) -> None:
+    """One worker process: load the shared study and run trials until it has enough."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=cfg.n_trials, timeout=cfg.timeout_seconds, gc_after_trial=True)
-    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+    study = optuna.load_study(study_name=name, storage=open_storage(storage), sampler=_sampler(cfg, worker), pruner=_pruner())
+    if finished_trials(study) >= cfg.n_trials:
+        return
+    done = MaxTrialsCallback(cfg.n_trials, states=FINISHED)
+    study.optimize(_objective(split, data, cfg, threads), timeout=cfg.timeout_seconds, gc_after_trial=True, callbacks=[done])
+
+
+def tune(
+    study: optuna.Study,
+    split: Split,
+    data: DataSettings,
+    cfg: TrainSettings,
+    storage: str | None = None,
+    progress: Progress | None = None,
+) -> optuna.trial.FrozenTrial:
+    """Run the trials the study still lacks and return its best trial.
+
+    Trials already finished in the study (by an interrupted run, or other workers)
+    count towards ``cfg.n_trials``. Each trial keeps its validation metrics and its
+    early-stopped tree count as user attributes; the refit uses the latter.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    workers = cfg.workers
+    threads = max(1, (os.cpu_count() or 1) // workers)
+
+    def report(*_: Any) -> None:
+        if progress is not None:
+            best = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+            progress(finished_trials(study), cfg.n_trials, max(best, default=None))
+
+    remaining = cfg.n_trials - finished_trials(study)
+    if remaining > 0 and workers == 1:
+        objective = _objective(split, data, cfg, threads)
+        study.optimize(objective, n_trials=remaining, timeout=cfg.timeout_seconds, gc_after_trial=True, callbacks=[report])
+    elif remaining > 0:
+        if storage is None:
+            raise ValueError("train.workers > 1 needs a study storage the workers share (a database URL)")
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, storage, study.study_name, split, data, cfg, i, threads) for i in range(workers)]
+            pending = set(futures)
+            while pending:
+                _, pending = wait(pending, timeout=10, return_when=FIRST_EXCEPTION)
+                report()
+                if any(f.done() and f.exception() for f in futures):
+                    break
+            for future in futures:
+                future.result()  # a worker's error is the run's error
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise RuntimeError(f"study {study.study_name!r}: no trial completed")
     return study.best_trial

@@ -76,6 +76,21 @@ class Home:
         return self.root / "prefect"
 
 
+OPTUNA_STORAGE_ENV = "SLIPWAY_OPTUNA_STORAGE"
+
+
+def optuna_storage(home: Home) -> str:
+    """The Optuna storage URL: ``SLIPWAY_OPTUNA_STORAGE`` (e.g. PostgreSQL), else SQLite under the home.
+
+    Optuna has no environment variable of its own for this.
+    """
+    url = os.environ.get(OPTUNA_STORAGE_ENV)
+    if url:
+        return url
+    home.optuna.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home.optuna / 'optuna.db'}"
+
+
 def prepare_environment() -> Home:
     """Pin every tool's local state under the Slipway home before the tools are imported.
 

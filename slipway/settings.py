@@ -95,6 +95,7 @@ class TrainSettings(_Strict):
     """Hyper-parameter search and evaluation."""
 
     n_trials: int = Field(20, gt=0)
+    workers: int = Field(1, gt=0)  # processes sharing the Optuna study; above 1 they split the cores
     timeout_seconds: float | None = Field(None, gt=0)
     seed: int = 7
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)

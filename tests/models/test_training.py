@@ -33,8 +33,9 @@ def test_metrics_of_a_perfect_and_a_random_scorer() -> None:
 def test_tuned_model_learns_the_signal_and_is_valid(split: training.Split) -> None:
     study = tuning.create_study(CFG, "t", None)
     seen: list[int] = []
-    best = tuning.tune(study, split, DATA, CFG, lambda trial, params, values: seen.append(trial.number))
-    assert len(study.trials) == 4 and seen and best.user_attrs["best_iteration"] >= 1
+    best = tuning.tune(study, split, DATA, CFG, progress=lambda done, wanted, best: seen.append(done))
+    assert len(study.trials) == 4 and seen == [1, 2, 3, 4] and best.user_attrs["best_iteration"] >= 1
+    assert best.user_attrs["validation_metrics"]["roc_auc"] == best.value
     model = training.refit_xgboost(split.train_and_validation(), DATA, CFG, best.params, best.user_attrs["best_iteration"])
     score = training.predict_proba(model, split.test.X)
     assert ((score >= 0) & (score <= 1)).all()
@@ -49,7 +50,7 @@ def test_pruning_stops_hopeless_trials(split: training.Split) -> None:
         pruner=optuna.pruners.ThresholdPruner(lower=0.99, n_warmup_steps=1),
     )
     with pytest.raises(RuntimeError, match="no trial completed"):
-        tuning.tune(study, split, DATA, cfg, lambda *a: None)
+        tuning.tune(study, split, DATA, cfg)
     assert {t.state for t in study.trials} == {optuna.trial.TrialState.PRUNED}
 
 
