@@ -99,16 +99,27 @@ class Scoring:
     @bentoml.api(route="/predict_entities")
     async def predict_entities(self, entity_ids: list[str]) -> PredictResponse:
         """Score entities with their features from the Feast online store."""
-        rows = await anyio.to_thread.run_sync(self._lookup, entity_ids)
+        if self._store is None:  # opening reads the registry once; only lookups are time-limited
+            await anyio.to_thread.run_sync(self._open_store)
+        limit = SETTINGS.serving.lookup_timeout_seconds
+        try:
+            with anyio.fail_after(limit):  # a hung store (Redis retrying) must not hold the request
+                rows = await anyio.to_thread.run_sync(self._lookup, entity_ids, abandon_on_cancel=True)
+        except TimeoutError:
+            raise ServiceUnavailable(f"feature store unavailable: no answer within {limit}s") from None
         return self._score(rows, entity_ids)
+
+    def _open_store(self) -> None:
+        try:
+            store = open_store()
+            self._feature_service = store.get_feature_service(SETTINGS.features.service)
+        except Exception as exc:
+            raise ServiceUnavailable(f"feature store unavailable: {type(exc).__name__}: {exc}") from exc
+        self._store = store
 
     def _lookup(self, entity_ids: list[str]) -> list[dict[str, Any]]:
         data = SETTINGS.data
         try:
-            if self._store is None:
-                store = open_store()
-                self._feature_service = store.get_feature_service(SETTINGS.features.service)
-                self._store = store
             found = self._store.get_online_features(
                 features=self._feature_service, entity_rows=[{data.entity: e} for e in entity_ids]
             ).to_dict()

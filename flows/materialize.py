@@ -39,11 +39,22 @@ def apply_and_materialize(settings: Settings, first_event: datetime, last_event:
     store.apply(definitions.all())
     view = store.get_feature_view(settings.features.view)
     end = max(datetime.now(UTC), last_event)
-    if view.materialization_intervals:
-        store.materialize_incremental(end_date=end, feature_views=[view.name])
-        return "incremental"
-    store.materialize(start_date=first_event, end_date=end, feature_views=[view.name])
-    return "full"
+    # Feast records a window only once it is fully loaded, so a re-run after a failure
+    # loads the same window again (writes are idempotent) and the store ends complete.
+    try:
+        if view.materialization_intervals:
+            store.materialize_incremental(end_date=end, feature_views=[view.name])
+            return "incremental"
+        store.materialize(start_date=first_event, end_date=end, feature_views=[view.name])
+        return "full"
+    except Exception as exc:
+        raise RuntimeError(f"loading {view.name} into the online store failed: {printable(exc)}") from exc
+
+
+def printable(exc: BaseException, limit: int = 600) -> str:
+    """The error as readable text: online stores quote binary keys (NUL bytes PostgreSQL refuses in Prefect's state)."""
+    text = "".join(c if c.isprintable() else "?" for c in f"{type(exc).__name__}: {exc}")
+    return text if len(text) <= limit else f"{text[: limit // 3]} … {text[-(2 * limit) // 3 :]}"
 
 
 @flow(name="materialize")

@@ -26,7 +26,8 @@ from slipway.settings import FaultSettings, Settings
 from slipway.tracking import use_experiment
 
 
-def _clean_leads(settings: Settings) -> pd.DataFrame:
+def clean_leads(settings: Settings) -> pd.DataFrame:
+    """Generated leads without faults, typed as ingest types them (silver)."""
     assert settings.generate is not None, "the sample deployment needs a generate: section"
     clean = settings.generate.model_copy(update={"faults": FaultSettings()})  # faults are the ingest tests' business
     typed = validation.type_batch(generate_leads(clean).frame.astype(str), settings.data).frame
@@ -41,7 +42,7 @@ def _labelled_features(typed: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 
 def sample_split(settings: Settings) -> training.Split:
     """The sample deployment's training split (clean generated leads, split in time)."""
-    frame = _labelled_features(_clean_leads(settings), settings)
+    frame = _labelled_features(clean_leads(settings), settings)
     return training.time_split(frame, settings.data, settings.train, settings.data.timestamp)
 
 
@@ -62,7 +63,7 @@ def register_version(
 def build_sample_deployment(settings: Settings) -> pd.DataFrame:
     """Build it and return the held-out rows (features plus entity id) for requests."""
     data, home = settings.data, Home.current()
-    typed = _clean_leads(settings)
+    typed = clean_leads(settings)
     lake.write_parquet(typed, home.silver / "sample.parquet")  # so the materialize and retrain flows can rebuild gold
     lake.write_parquet(gold.build_features(typed, data), home.gold / "features.parquet")
     lake.write_parquet(gold.build_labels(typed, data), home.gold / "labels.parquet")

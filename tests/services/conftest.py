@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from slipway.processes import answers, free_port, running_server
+from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
 POSTGRES = os.environ.get("SLIPWAY_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/postgres")
@@ -169,3 +170,41 @@ def s3_keys(env: dict[str, str], bucket: str) -> list[str]:
 
 def make_bucket(env: dict[str, str], name: str) -> None:
     s3_client(env).create_bucket(Bucket=name)
+
+
+def with_driver(url: str, driver: str) -> str:
+    """``postgresql://…`` spelt for one SQLAlchemy driver (``psycopg``, ``asyncpg``)."""
+    return url.replace("postgresql://", f"postgresql+{driver}://", 1)
+
+
+@pytest.fixture(scope="session")
+def prefect_on_postgres(new_database: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Prefect server whose database is PostgreSQL, configured by Prefect's own variables only."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    prefect_home = tmp_path_factory.mktemp("prefect-pg")
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": with_driver(new_database("prefect"), "asyncpg"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": url,
+    }
+    env.pop("PREFECT_API_URL", None)
+    command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with running_server(command, answers(f"{url}/health"), prefect_home / "server.log", env=env):
+        yield url
+
+
+def feast_profile(registry_url: str, redis: str) -> dict[str, str]:
+    """The variables that select infra/feast: Redis online store, SQL registry on PostgreSQL."""
+    return {
+        "FEAST_FS_YAML_FILE_PATH": str(REPO / "infra" / "feast" / "feature_store.yaml"),
+        "SLIPWAY_FEAST_REGISTRY_URL": with_driver(registry_url, "psycopg"),
+        "SLIPWAY_REDIS_CONNECTION_STRING": redis,
+    }
+
+
+def slipway(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the ``slipway`` command as a user would."""
+    return subprocess.run([str(BIN / "slipway"), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
