@@ -105,6 +105,15 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2)
 
+    def keys(self) -> int:
+        return int(self.client().dbsize())  # type: ignore[arg-type]
+
+    def limit_memory(self, headroom: int | None) -> None:
+        """Let Redis take ``headroom`` bytes more than it holds now, then refuse writes (None: no limit)."""
+        client = self.client()
+        used = int(client.info("memory")["used_memory"])  # type: ignore[index]
+        client.config_set("maxmemory", 0 if headroom is None else used + headroom)
+
     def start(self) -> None:
         # Keeps its data in a dump file in its own directory, so a restart brings it back.
         binary = shutil.which("redis-server")

@@ -40,7 +40,7 @@ def test_entity_lookups_answer_503_fast_while_redis_is_down_and_recover(
 
         first, _ = ask()
         assert first.status_code == 200
-        assert redis_server.client().dbsize() >= len(set(served.entity_ids))  # the features live in this Redis
+        assert redis_server.keys() >= len(set(served.entity_ids))  # the features live in this Redis
 
         assert redis_server.process is not None
         redis_server.process.send_signal(signal.SIGSTOP)  # hung: connections open, nothing answers
@@ -88,20 +88,19 @@ def test_a_failed_materialization_rerun_leaves_the_online_store_complete(
     env = {**os.environ, **profile, "SLIPWAY_HOME": str(home.root), "PREFECT_API_URL": prefect_on_postgres}
 
     # Redis runs out of memory part-way through the load.
-    client = redis_server.client()
-    client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 300_000)
+    redis_server.limit_memory(300_000)
     failed = slipway("run", "materialize", "--params", str(params), env=env)
     assert failed.returncode != 0, failed.stdout
     assert "OutOfMemoryError" in failed.stderr and "maxmemory" in failed.stderr
     features = pd.read_parquet(home.gold / "features.parquet")
     entities = features[data.entity].nunique()
-    partial = client.dbsize()
+    partial = redis_server.keys()
     assert 0 < partial < entities  # some entities were written, not all
 
-    client.config_set("maxmemory", 0)
+    redis_server.limit_memory(None)
     rerun = slipway("run", "materialize", "--params", str(params), env=env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert client.dbsize() == entities
+    assert redis_server.keys() == entities
 
     latest = features.sort_values(data.timestamp).groupby(data.entity).tail(1).set_index(data.entity).sort_index()
     for key, value in {**profile, "SLIPWAY_HOME": str(home.root)}.items():
