@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import warnings
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from optuna_integration import XGBoostPruningCallback
@@ -50,13 +51,15 @@ def open_storage(url: str) -> RDBStorage:
     A trial left ``RUNNING`` by a killed process stops beating; after the grace
     period the next worker marks it failed and a retry of it is queued.
     """
-    return RDBStorage(
-        url,
-        engine_kwargs={"pool_pre_ping": True},
-        heartbeat_interval=5,
-        grace_period=20,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-    )
+    with warnings.catch_warnings():  # heartbeats are marked experimental; they are what resumption needs
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=5,
+            grace_period=20,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
 
 
 def redacted(url: str) -> str:

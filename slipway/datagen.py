@@ -10,9 +10,11 @@ validation catches every one.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -196,9 +198,17 @@ def inject_faults(frame: pd.DataFrame, cfg: GenerateSettings, rng: np.random.Gen
 
 
 def write_generated(data: GeneratedData, path: str) -> None:
-    """Write a generated batch as CSV or Parquet, by the file's extension."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """Write a generated batch as CSV or Parquet, by the file's extension, to a local path or an ``s3://`` URI."""
+    buffer = io.BytesIO()
     if path.endswith(".parquet"):
-        data.frame.astype(str).where(data.frame.notna(), None).to_parquet(path, index=False)
+        data.frame.astype(str).where(data.frame.notna(), None).to_parquet(buffer, index=False)
     else:
-        data.frame.to_csv(path, index=False)
+        data.frame.to_csv(buffer, index=False)
+    if path.startswith("s3://"):
+        import boto3  # the standard AWS_* variables, AWS_ENDPOINT_URL for S3-compatible stores
+
+        url = urlparse(path)
+        boto3.client("s3").put_object(Bucket=url.netloc, Key=url.path.lstrip("/"), Body=buffer.getvalue())
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(buffer.getvalue())

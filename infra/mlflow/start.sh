@@ -8,6 +8,7 @@
 #   MLFLOW_AUTH_DATABASE_URI     postgresql://USER:PASSWORD@HOST:5432/mlflow_auth
 #   MLFLOW_AUTH_ADMIN_USERNAME   MLflow's own variables: the admin created on first start
 #   MLFLOW_AUTH_ADMIN_PASSWORD
+#   MLFLOW_FLASK_SERVER_SECRET_KEY the same random value on every MLflow server replica (CSRF)
 #   MLFLOW_ARTIFACTS_DESTINATION s3://BUCKET/mlflow
 #   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL (MinIO or any S3-compatible store)
 #   MLFLOW_HOST (0.0.0.0), MLFLOW_PORT (5000), MLFLOW_WORKERS (2)
@@ -17,6 +18,7 @@ set -eu
 : "${MLFLOW_AUTH_DATABASE_URI:?set MLFLOW_AUTH_DATABASE_URI (postgresql://...)}"
 : "${MLFLOW_ARTIFACTS_DESTINATION:?set MLFLOW_ARTIFACTS_DESTINATION (s3://bucket/prefix)}"
 : "${MLFLOW_AUTH_ADMIN_PASSWORD:?set MLFLOW_AUTH_ADMIN_PASSWORD}"
+: "${MLFLOW_FLASK_SERVER_SECRET_KEY:?set MLFLOW_FLASK_SERVER_SECRET_KEY}"
 config="$(mktemp -d)/basic_auth.ini"
 cat > "$config" <<INI
 [mlflow]

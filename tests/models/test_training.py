@@ -72,3 +72,8 @@ def test_scoring_model_behaviour(split: training.Split) -> None:
     assert (model.predict(None, more) >= base - 1e-12).all()
     # unseen category is scored, not refused
     assert np.isfinite(model.predict(None, rows.assign(industry="aerospace"))).all()
+
+
+def test_storage_urls_in_lineage_hide_the_password() -> None:
+    shown = tuning.redacted("postgresql+psycopg://slipway:s3cret@db:5432/optuna")
+    assert "s3cret" not in shown and shown == "postgresql+psycopg://slipway:***@db:5432/optuna"

@@ -186,23 +186,32 @@ def with_driver(url: str, driver: str) -> str:
     return url.replace("postgresql://", f"postgresql+{driver}://", 1)
 
 
+@dataclass(frozen=True)
+class PrefectOnPostgres:
+    api_url: str
+    database_url: str
+
+
 @pytest.fixture(scope="session")
-def prefect_on_postgres(new_database: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def prefect_on_postgres(
+    new_database: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrefectOnPostgres]:
     """A Prefect server whose database is PostgreSQL, configured by Prefect's own variables only."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
+    database = new_database("prefect")
     prefect_home = tmp_path_factory.mktemp("prefect-pg")
     env = {
         **os.environ,
         "PREFECT_HOME": str(prefect_home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": with_driver(new_database("prefect"), "asyncpg"),
+        "PREFECT_API_DATABASE_CONNECTION_URL": with_driver(database, "asyncpg"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": url,
     }
     env.pop("PREFECT_API_URL", None)
     command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with running_server(command, answers(f"{url}/health"), prefect_home / "server.log", env=env):
-        yield url
+        yield PrefectOnPostgres(url, database)
 
 
 def feast_profile(registry_url: str, redis: str) -> dict[str, str]:

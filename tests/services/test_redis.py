@@ -19,7 +19,7 @@ from slipway.paths import Home
 from slipway.sample import clean_leads
 from slipway.settings import load_settings
 from tests.conftest import small_params, write_params
-from tests.services.conftest import RedisServer, feast_profile, slipway
+from tests.services.conftest import PrefectOnPostgres, RedisServer, feast_profile, slipway
 from tests.serving import sample_service
 
 pytestmark = pytest.mark.services
@@ -75,7 +75,7 @@ def test_entity_lookups_answer_503_fast_while_redis_is_down_and_recover(
 def test_a_failed_materialization_rerun_leaves_the_online_store_complete(
     redis_server: RedisServer,
     new_database: Callable[[str], str],
-    prefect_on_postgres: str,
+    prefect_on_postgres: PrefectOnPostgres,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -85,7 +85,7 @@ def test_a_failed_materialization_rerun_leaves_the_online_store_complete(
     home = Home(tmp_path / "home")
     lake.write_parquet(clean_leads(settings), home.silver / "batch.parquet")  # silver as ingest leaves it
     profile = feast_profile(new_database("feast"), redis_server.connection_string)
-    env = {**os.environ, **profile, "SLIPWAY_HOME": str(home.root), "PREFECT_API_URL": prefect_on_postgres}
+    env = {**os.environ, **profile, "SLIPWAY_HOME": str(home.root), "PREFECT_API_URL": prefect_on_postgres.api_url}
 
     # Redis runs out of memory part-way through the load.
     redis_server.limit_memory(300_000)
