@@ -192,6 +192,8 @@ def test_bentoml_build_works_from_the_repository(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "slipway-scoring" in result.stdout + result.stderr
+    [src] = (tmp_path / "bentoml" / "bentos" / "slipway-scoring").glob("*/src")
+    assert (src / "infra" / "feast" / "feature_store.yaml").is_file()  # the production profile's store travels along
 
 
 def test_feature_store_failure_is_503_and_recovers(served: Served) -> None:

@@ -12,17 +12,28 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from slipway import lake
 from slipway.feature_store import open_store
 from slipway.paths import Home
 from slipway.sample import clean_leads
 from slipway.settings import load_settings
-from tests.conftest import small_params, write_params
+from tests.conftest import REPO, small_params, write_params
 from tests.services.conftest import PrefectOnPostgres, RedisServer, feast_profile, slipway
 from tests.serving import sample_service
 
 pytestmark = pytest.mark.services
+
+
+def probe_paths() -> set[str]:
+    manifests = yaml.safe_load_all((REPO / "infra" / "k8s" / "scoring.yaml").read_text())
+    deployment = next(d for d in manifests if d["kind"] == "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["serve", "--port", str(container["ports"][0]["containerPort"])]
+    probes = [container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe", "startupProbe")]
+    assert probes[:2] == ["/readyz", "/livez"]
+    return set(probes)
 
 
 def test_entity_lookups_answer_503_fast_while_redis_is_down_and_recover(
@@ -40,6 +51,8 @@ def test_entity_lookups_answer_503_fast_while_redis_is_down_and_recover(
 
         first, _ = ask()
         assert first.status_code == 200
+        for path in probe_paths():  # what infra/k8s/scoring.yaml asks of every replica
+            assert httpx.get(f"{served.url}{path}", timeout=10).status_code == 200, path
         assert redis_server.keys() >= len(set(served.entity_ids))  # the features live in this Redis
 
         assert redis_server.process is not None
