@@ -1,20 +1,23 @@
 """One Optuna study on PostgreSQL: one worker process against several, side by side.
 
-Both arms use every core: one worker fits each trial on all cores (XGBoost threads),
+The two arms' wall times include everything the train flow pays, the worker
+processes' start-up too. Both arms use every core: one worker fits each trial on all cores (XGBoost threads),
 N workers are N processes with cores/N threads each, sharing the study through
 PostgreSQL as the train flow does with ``train.workers``. Same data, same trial
 budget, fresh study per arm. Needs a reachable PostgreSQL; a scratch database is
 created and dropped. Usage:
-``uv run python -m bench.parallel_tuning [--trials N] [--workers N] [--rows N] [--postgres URL]``.
+``uv run python -m bench.parallel_tuning [--trials N] [--repeats N] [--workers N] [--rows N] [--postgres URL]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 import uuid
 
+import optuna
 import psycopg
 
 from bench.tuning_gain import training_frame
@@ -35,13 +38,15 @@ def run_arm(storage: str, workers: int, trials: int, split: training.Split, para
     best = tuning.tune(study, split, settings.data, cfg, storage)
     seconds = time.perf_counter() - started
     finished = tuning.finished_trials(study)
-    return {"seconds": seconds, "trials": finished, "best": float(best.value or 0.0)}
+    pruned = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)))
+    return {"seconds": seconds, "trials": finished, "pruned": pruned, "best": float(best.value or 0.0)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument(
@@ -56,18 +61,30 @@ def main() -> None:
     database = f"slipway_bench_{uuid.uuid4().hex[:8]}"
     admin(args.postgres, f'CREATE DATABASE "{database}"')
     storage = args.postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{database}"
+    one: list[dict[str, float]] = []
+    many: list[dict[str, float]] = []
     try:
         print(f"{os.cpu_count()} cores, {len(split.train.y)} training rows, {args.trials} trials per arm, study on PostgreSQL")
-        one = run_arm(storage, 1, args.trials, split, args.params)
-        many = run_arm(storage, args.workers, args.trials, split, args.params)
+        for repeat in range(args.repeats):  # alternate which arm goes first, so drift in machine load hits both
+            order = [(1, one), (args.workers, many)]
+            for workers, results in order if repeat % 2 == 0 else reversed(order):
+                results.append(run_arm(storage, workers, args.trials, split, args.params))
     finally:
         admin(args.postgres, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    print(f"{'arm':<28} {'trials':>6} {'seconds':>8} {'trials/min':>10} {'best AUC':>9}")
-    for name, arm in ((f"1 worker x {os.cpu_count()} threads", one), (f"{args.workers} workers sharing the study", many)):
-        rate = arm["trials"] / arm["seconds"] * 60
-        print(f"{name:<28} {arm['trials']:>6.0f} {arm['seconds']:>8.1f} {rate:>10.1f} {arm['best']:>9.4f}")
-    speedup = (many["trials"] / many["seconds"]) / (one["trials"] / one["seconds"])
-    print(f"speed-up in trials per second, {args.workers} workers vs 1: {speedup:.2f}x")
+    header = f"{'trials':>6} {'pruned':>6} {'seconds':>8} {'trials/min':>10} {'best AUC':>9} {'speed-up':>8}"
+    print(f"{'repeat':>6} {'arm':<28} {header}")
+    speedups = []
+    for repeat, (a, b) in enumerate(zip(one, many, strict=True)):
+        speedups.append((b["trials"] / b["seconds"]) / (a["trials"] / a["seconds"]))
+        arms = (
+            (f"1 worker x {os.cpu_count()} threads", a, ""),
+            (f"{args.workers} workers sharing the study", b, f"{speedups[-1]:.2f}x"),
+        )
+        for name, arm, ratio in arms:
+            rate = arm["trials"] / arm["seconds"] * 60
+            row = f"{arm['trials']:>6.0f} {arm['pruned']:>6.0f} {arm['seconds']:>8.1f} {rate:>10.1f} {arm['best']:>9.4f}"
+            print(f"{repeat:>6} {name:<28} {row} {ratio:>8}")
+    print(f"median speed-up in trials per second, {args.workers} workers vs 1: {statistics.median(speedups):.2f}x")
 
 
 if __name__ == "__main__":
