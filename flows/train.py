@@ -50,13 +50,6 @@ def _md5(path: str) -> str:
     return hashlib.md5(Path(path).read_bytes(), usedforsecurity=False).hexdigest()
 
 
-def study_name(settings: Settings, frame: pd.DataFrame) -> str:
-    """Same training set and settings, same study: a re-run after a crash resumes it."""
-    digest = hashlib.sha256(settings.fingerprint().encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return f"{settings.registry.model_name}-{digest.hexdigest()[:12]}"
-
-
 def _log_trials(study: optuna.Study) -> None:
     """One nested MLflow run per finished trial of the study, whichever process ran it."""
     for trial in study.get_trials(deepcopy=False, states=tuning.FINISHED):
@@ -74,7 +67,7 @@ def train_and_register(settings: Settings, frame: pd.DataFrame) -> TrainResult:
     split = training.time_split(frame, data, cfg, EVENT_TIMESTAMP)
     use_experiment(cfg.experiment, home())
     started = datetime.now(UTC)
-    name = study_name(settings, frame)
+    name = tuning.study_name(settings, frame)
     storage = optuna_storage(home())
     logger = get_run_logger()
     with mlflow.start_run(run_name=f"train-{started:%Y%m%d-%H%M%S}") as run:

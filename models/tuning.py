@@ -9,6 +9,8 @@ storage, each running whole trials, as Optuna's docs recommend for parallel sear
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 import os
 import warnings
@@ -17,6 +19,7 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any
 
 import optuna
+import pandas as pd
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
@@ -25,7 +28,7 @@ from sqlalchemy.engine import make_url
 
 from models.metrics import classification_metrics
 from models.training import Split, best_iteration, fit_xgboost, predict_proba
-from slipway.settings import DataSettings, TrainSettings
+from slipway.settings import DataSettings, Settings, TrainSettings
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 Progress = Callable[[int, int, float | None], None]  # finished trials, wanted trials, best value so far
@@ -86,6 +89,24 @@ def create_study(cfg: TrainSettings, name: str, storage: str | None) -> optuna.S
         pruner=_pruner(),
         load_if_exists=True,
     )
+
+
+def study_name(settings: Settings, frame: pd.DataFrame) -> str:
+    """Same training set and search, same study: a re-run after a crash resumes it.
+
+    Only what changes the search counts: the data and feature settings and the
+    training settings but for the trial budget, the time limit and the worker count
+    (raising ``train.n_trials`` continues the study). Promotion or serving settings
+    do not start a new study.
+    """
+    search = {
+        "data": settings.data.model_dump(mode="json"),
+        "features": settings.features.model_dump(mode="json"),
+        "train": settings.train.model_dump(mode="json", exclude={"n_trials", "timeout_seconds", "workers"}),
+    }
+    digest = hashlib.sha256(json.dumps(search, sort_keys=True).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return f"{settings.registry.model_name}-{digest.hexdigest()[:12]}"
 
 
 def finished_trials(study: optuna.Study) -> int:

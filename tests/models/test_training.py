@@ -7,6 +7,8 @@ import pytest
 
 from models import metrics, training, tuning
 from models.pyfunc import ScoringModel
+from slipway.settings import load_settings
+from tests.conftest import REPO
 from tests.models.conftest import CFG, DATA
 
 
@@ -77,3 +79,18 @@ def test_scoring_model_behaviour(split: training.Split) -> None:
 def test_storage_urls_in_lineage_hide_the_password() -> None:
     shown = tuning.redacted("postgresql+psycopg://slipway:s3cret@db:5432/optuna")
     assert "s3cret" not in shown and shown == "postgresql+psycopg://slipway:***@db:5432/optuna"
+
+
+def test_the_study_is_named_after_the_data_and_the_search(frame: pd.DataFrame) -> None:
+    settings = load_settings(REPO / "params.yaml")
+    name = tuning.study_name(settings, frame)
+    same_search = settings.model_copy(
+        update={
+            "train": settings.train.model_copy(update={"n_trials": 99, "workers": 2, "timeout_seconds": 5}),
+            "promotion": settings.promotion.model_copy(update={"approvers": ["carol"]}),
+        }
+    )
+    assert tuning.study_name(same_search, frame) == name  # resumable after these changes
+    other_search = settings.model_copy(update={"train": settings.train.model_copy(update={"seed": 8})})
+    assert tuning.study_name(other_search, frame) != name
+    assert tuning.study_name(settings, frame.iloc[1:]) != name
