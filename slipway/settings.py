@@ -141,7 +141,7 @@ class ServingSettings(_Strict):
     token_env: str = "SLIPWAY_API_TOKEN"  # the token itself never lives in the params file
     log_flush_seconds: float = Field(1.0, gt=0)
     log_queue_size: int = Field(100_000, gt=0)
-    lookup_timeout_seconds: float = Field(1.0, gt=0)  # feature store lookups slower than this answer 503
+    lookup_timeout_seconds: float = Field(5.0, gt=0)  # feature store lookups slower than this answer 503
 
 
 class MonitorSettings(_Strict):

@@ -35,17 +35,16 @@ class Served:
         return MlflowClient(tracking_uri=self.env["MLFLOW_TRACKING_URI"])
 
 
-def _prepare(root: Path) -> tuple[Settings, Home, pd.DataFrame]:
+def _prepare(root: Path, serving: dict[str, Any]) -> tuple[Settings, Home, pd.DataFrame]:
     raw = small_params(root, rows=2000, n_trials=1)
-    raw["serving"]["poll_seconds"] = 0.5
-    raw["serving"]["log_flush_seconds"] = 0.2
+    raw["serving"].update({"poll_seconds": 0.5, "log_flush_seconds": 0.2, **serving})
     settings = load_settings(write_params(root / "params.yaml", raw))
     return settings, Home.current(), build_sample_deployment(settings)
 
 
 @contextmanager
-def sample_service(root: Path) -> Iterator[Served]:
-    """Build the sample deployment under ``root`` and serve it until the block ends."""
+def sample_service(root: Path, serving: dict[str, Any] | None = None) -> Iterator[Served]:
+    """Build the sample deployment under ``root`` and serve it until the block ends (``serving``: params overrides)."""
     env = {
         **os.environ,
         "SLIPWAY_HOME": str(root / "home"),
@@ -58,7 +57,7 @@ def sample_service(root: Path) -> Iterator[Served]:
         from slipway.paths import prepare_environment
 
         prepare_environment()
-        settings, home, test = _prepare(root)
+        settings, home, test = _prepare(root, serving or {})
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         command = [

@@ -41,7 +41,7 @@ def test_entity_lookups_answer_503_fast_while_redis_is_down_and_recover(
 ) -> None:
     for key, value in feast_profile(new_database("feast"), redis_server.connection_string).items():
         monkeypatch.setenv(key, value)
-    with sample_service(tmp_path) as served:
+    with sample_service(tmp_path, {"lookup_timeout_seconds": 1.0}) as served:
         ids = served.entity_ids[:10]
 
         def ask() -> tuple[httpx.Response, float]:
@@ -63,12 +63,12 @@ def test_entity_lookups_answer_503_fast_while_redis_is_down_and_recover(
             redis_server.process.send_signal(signal.SIGCONT)
         assert hung.status_code == 503  # BentoML's generic 503 body; the cause is in the service log
         assert "feature store unavailable" in (tmp_path / "bentoml.log").read_text()
-        assert waited < 5, f"a hung Redis held the request for {waited:.1f}s"
+        assert waited < 3, f"a hung Redis held the request for {waited:.1f}s (lookup_timeout_seconds: 1)"
 
         redis_server.stop()  # gone: connections refused
         down, waited = ask()
         assert down.status_code == 503
-        assert waited < 5, f"a stopped Redis held the request for {waited:.1f}s"
+        assert waited < 3, f"a stopped Redis held the request for {waited:.1f}s (lookup_timeout_seconds: 1)"
         rows = httpx.post(f"{served.url}/predict", json={"rows": served.rows[:3]}, timeout=30)
         assert rows.status_code == 200  # scoring sent rows needs no feature store
 
