@@ -31,7 +31,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.stack import up
-from models.registry import CHALLENGER, CHAMPION, alias_version
+from models.registry import CHALLENGER, CHAMPION, alias_version, holdout_auc
 from slipway import lake
 from slipway.datagen import generate_leads, write_generated
 from slipway.paths import Home
@@ -219,8 +219,7 @@ def _summary(demo: Demo, stack: dict[str, dict[str, object]], traffic: Traffic, 
     ui = str(stack["prefect"]["url"])
     print("\n── slipway demo summary ─────────────────────────────────────────")
     for v in versions:
-        metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
-        auc = metrics.get("test_roc_auc")
+        auc = holdout_auc(name, v.version)
         holdout = "-" if auc is None else f"{auc:.3f}"
         status = v.tags.get("slipway.promotion.status", "-")
         promoted = v.tags.get("slipway.promoted_by", "-")

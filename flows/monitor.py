@@ -104,14 +104,6 @@ def run_evidently(reference: pd.DataFrame, current: pd.DataFrame, data: DataSett
     raise RuntimeError("Evidently's report has no DriftedColumnsCount metric")
 
 
-def _holdout_auc(name: str, version: str) -> float | None:
-    """The version's ROC-AUC on its training holdout, as the train flow logged it (None if it has none)."""
-    client = MlflowClient()
-    run_id = client.get_model_version(name, version).run_id
-    value = client.get_run(run_id).data.metrics.get("test_roc_auc") if run_id else None
-    return None if value is None else float(value)
-
-
 def _publish(settings: Settings, champion: str, verdict: drift.DriftVerdict, out: Path) -> None:
     lake.write_json(verdict.as_dict(), out / "verdict.json")
     rows = [
@@ -167,7 +159,7 @@ def monitor(params: str = "params.yaml", window_hours: float | None = None) -> M
         psis,
         share,
         psi(reference[SCORE].to_numpy(float), current[SCORE].to_numpy(float), drift.FEATURE_BINS),
-        _holdout_auc(name, champion),
+        registry.holdout_auc(name, champion),
         (labels.loc[known["entity"].astype(str)].to_numpy(int), known[SCORE].to_numpy(float)),
         cfg,
     )

@@ -91,7 +91,11 @@ def judge(
     current_auc = _auc(*current_performance)
     labelled = len(current_performance[0])
     degraded = []
-    judged = reference_auc is not None and current_auc is not None and labelled >= cfg.min_rows
-    if judged and reference_auc - current_auc > cfg.max_auc_drop:  # type: ignore[operator]
+    if (
+        reference_auc is not None
+        and current_auc is not None
+        and labelled >= cfg.min_rows
+        and reference_auc - current_auc > cfg.max_auc_drop
+    ):
         degraded.append(f"ROC-AUC {current_auc:.3f} on {labelled} labelled rows vs {reference_auc:.3f} at training")
     return DriftVerdict(rows, psis, drifted_share, score_psi, reference_auc, current_auc, labelled, drift, degraded)

@@ -77,6 +77,14 @@ def alias_version(name: str, alias: str) -> str | None:
     return None if version is None else str(version)
 
 
+def holdout_auc(name: str, version: str) -> float | None:
+    """The version's ROC-AUC on its training holdout, as the train flow logged it (None if it has none)."""
+    client = MlflowClient()
+    run_id = client.get_model_version(name, version).run_id
+    value = client.get_run(run_id).data.metrics.get("test_roc_auc") if run_id else None
+    return None if value is None else float(value)
+
+
 def switch_champion(name: str, version: str, actor: str, audit: AuditLog, reason: str) -> str | None:
     """Point ``champion`` at ``version`` in one registry call; remember the previous one.
 

@@ -171,12 +171,10 @@ def tune(
             futures = [pool.submit(_worker, storage, study.study_name, split, data, cfg, i, threads) for i in range(workers)]
             pending = set(futures)
             while pending:
-                _, pending = wait(pending, timeout=10, return_when=FIRST_EXCEPTION)
+                done, pending = wait(pending, timeout=10, return_when=FIRST_EXCEPTION)
                 report()
-                if any(f.done() and f.exception() for f in futures):
-                    break
-            for future in futures:
-                future.result()  # a worker's error is the run's error
+                for future in done:
+                    future.result()  # a worker's error is the run's error
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise RuntimeError(f"study {study.study_name!r}: no trial completed")
     return study.best_trial

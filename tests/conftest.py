@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,25 @@ import yaml
 from slipway.processes import answers, free_port, running_server
 
 REPO = Path(__file__).resolve().parent.parent
+SLIPWAY = str(Path(sys.executable).parent / "slipway")
+
+
+def run_command(
+    command: list[str], env: dict[str, str], cwd: Path = REPO, timeout: float = 600, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run a command as a user would; with ``check`` a non-zero exit fails the test, showing the output's tail."""
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        output = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}:\n{output}"
+    return done
+
+
+def slipway(
+    args: list[str], env: dict[str, str], cwd: Path = REPO, timeout: float = 600, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The ``slipway`` command installed next to this interpreter."""
+    return run_command([SLIPWAY, *args], env, cwd, timeout, check)
 
 
 def small_params(tmp: Path, rows: int = 3000, n_trials: int = 3, **faults: float) -> dict[str, Any]:

@@ -12,13 +12,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, small_params, write_params
-
-SLIPWAY = str(Path(sys.executable).parent / "slipway")
-
-
-def run(args: list[str], env: dict[str, str], cwd: Path = REPO, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SLIPWAY, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+from tests.conftest import REPO, slipway, small_params, write_params
 
 
 @pytest.fixture
@@ -45,13 +39,13 @@ def challenger(env: dict[str, str], name: str) -> str:
 def test_ingest_materialize_train_register_a_challenger(params: str, model: str, env: dict[str, str], tmp_path: Path) -> None:
     if params == "lead":
         params = str(write_params(tmp_path / "params.yaml", small_params(tmp_path, rows=2500, wrong_types=0.01)))
-    ingest = run(["run", "ingest", "--params", params], env)
+    ingest = slipway(["run", "ingest", "--params", params], env)
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     line = next(x for x in ingest.stdout.splitlines() if x.startswith("rows_in="))
     counts = dict(part.split("=") for part in line.split())
     assert int(counts["rows_in"]) == int(counts["rows_accepted"]) + int(counts["rows_quarantined"])
     for flow in ("materialize", "train"):
-        done = run(["run", flow, "--params", params], env)
+        done = slipway(["run", flow, "--params", params], env)
         assert done.returncode == 0, done.stderr[-3000:]
     assert challenger(env, model) == "1"
 
@@ -61,24 +55,24 @@ def test_errors_name_what_is_wrong_with_meaningful_exit_codes(env: dict[str, str
     raw = small_params(tmp_path)
     raw["train"]["n_trails"] = 3
     write_params(bad_key, raw)
-    result = run(["run", "train", "--params", str(bad_key)], env)
+    result = slipway(["run", "train", "--params", str(bad_key)], env)
     assert result.returncode == 2 and "train.n_trails: unknown key" in result.stderr
 
-    result = run(["run", "promote-everything"], env)
+    result = slipway(["run", "promote-everything"], env)
     assert result.returncode == 2 and "unknown flow 'promote-everything'" in result.stderr
 
-    result = run(["run", "ingest", "colour=blue"], env)
+    result = slipway(["run", "ingest", "colour=blue"], env)
     assert result.returncode == 2 and "unknown parameter 'colour'" in result.stderr
 
     missing = small_params(tmp_path)
     missing.pop("generate")
     missing["data"]["source"] = str(tmp_path / "absent.csv")
-    result = run(["run", "ingest", "--params", str(write_params(tmp_path / "m.yaml", missing))], env)
+    result = slipway(["run", "ingest", "--params", str(write_params(tmp_path / "m.yaml", missing))], env)
     assert result.returncode == 3 and "absent.csv" in result.stderr and "file not found" in result.stderr
 
     broken = small_params(tmp_path, rows=100)
     broken["generate"]["faults"]["broken_schema"] = True
-    result = run(["run", "ingest", "--params", str(write_params(tmp_path / "b.yaml", broken))], env)
+    result = slipway(["run", "ingest", "--params", str(write_params(tmp_path / "b.yaml", broken))], env)
     assert result.returncode == 3 and "'meetings', 'region'" in result.stderr
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,13 +14,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from slipway.processes import free_port
-from tests.conftest import REPO, small_params, write_params
-
-
-def slipway(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
+from tests.conftest import slipway, small_params, write_params
 
 
 def test_up_serves_every_flow_as_a_deployment_and_down_stops_it(tmp_path: Path, prefect_server: str) -> None:
@@ -36,7 +28,7 @@ def test_up_serves_every_flow_as_a_deployment_and_down_stops_it(tmp_path: Path, 
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
         "PREFECT_API_URL": prefect_server,
     }
-    up = slipway(env, "up", "--params", str(params), "--mlflow-port", str(free_port()))
+    up = slipway(["up", "--params", str(params), "--mlflow-port", str(free_port())], env)
     stack = json.loads((home / "stack" / "stack.json").read_text()) if up.returncode == 0 else {}
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -53,7 +45,7 @@ def test_up_serves_every_flow_as_a_deployment_and_down_stops_it(tmp_path: Path, 
         assert run.state is not None and run.state.is_completed(), run.state
         assert any((home / "lake" / "silver").rglob("*.parquet"))
     finally:
-        down = slipway(env, "down", "--params", str(params))
+        down = slipway(["down", "--params", str(params)], env)
     assert down.returncode == 0 and "stopped: deployments, scoring, mlflow" in down.stdout, down.stdout + down.stderr
     for name in ("mlflow", "scoring", "deployments"):
         with pytest.raises(ProcessLookupError):

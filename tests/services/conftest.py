@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import psycopg
 import pytest
 import redis
 
-from slipway.processes import answers, free_port, running_server
+from slipway.processes import answers, free_port, running_server, wait_until_ready
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
@@ -119,16 +118,17 @@ class RedisServer:
         binary = shutil.which("redis-server")
         assert binary
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory), "--save", ""]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        for _ in range(100):
+        log = self.directory / "redis.log"
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+        def ready() -> bool:
             try:
-                self.client().ping()
-                return
+                return bool(self.client().ping())
             except redis.ConnectionError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {self.process.returncode}") from None
-                time.sleep(0.1)
-        raise RuntimeError("redis-server did not answer within 10s")
+                return False
+
+        wait_until_ready(self.process, command, ready, log, timeout=10)
 
     def stop(self) -> None:
         """Save to disk and exit, as an orderly shutdown does."""
@@ -221,8 +221,3 @@ def feast_profile(registry_url: str, redis: str) -> dict[str, str]:
         "SLIPWAY_FEAST_REGISTRY_URL": with_driver(registry_url, "psycopg"),
         "SLIPWAY_REDIS_CONNECTION_STRING": redis,
     }
-
-
-def slipway(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run the ``slipway`` command as a user would."""
-    return subprocess.run([str(BIN / "slipway"), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)

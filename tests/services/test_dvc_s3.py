@@ -9,16 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_command
 from tests.services.conftest import BIN, make_bucket, s3_keys
 
 pytestmark = pytest.mark.services
 
 
 def dvc(repo: Path, *args: str, env: dict[str, str]) -> str:
-    done = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    return run_command([str(BIN / "dvc"), *args], env, cwd=repo, timeout=300, check=True).stdout
 
 
 def test_push_and_pull_through_the_projects_s3_remote(s3: dict[str, str], tmp_path: Path) -> None:

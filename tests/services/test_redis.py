@@ -19,8 +19,8 @@ from slipway.feature_store import open_store
 from slipway.paths import Home
 from slipway.sample import clean_leads
 from slipway.settings import load_settings
-from tests.conftest import REPO, small_params, write_params
-from tests.services.conftest import PrefectOnPostgres, RedisServer, feast_profile, slipway
+from tests.conftest import REPO, slipway, small_params, write_params
+from tests.services.conftest import PrefectOnPostgres, RedisServer, feast_profile
 from tests.serving import sample_service
 
 pytestmark = pytest.mark.services
@@ -102,7 +102,7 @@ def test_a_failed_materialization_rerun_leaves_the_online_store_complete(
 
     # Redis runs out of memory part-way through the load.
     redis_server.limit_memory(300_000)
-    failed = slipway("run", "materialize", "--params", str(params), env=env)
+    failed = slipway(["run", "materialize", "--params", str(params)], env)
     assert failed.returncode != 0, failed.stdout
     assert "OutOfMemoryError" in failed.stderr and "maxmemory" in failed.stderr
     features = pd.read_parquet(home.gold / "features.parquet")
@@ -111,7 +111,7 @@ def test_a_failed_materialization_rerun_leaves_the_online_store_complete(
     assert 0 < partial < entities  # some entities were written, not all
 
     redis_server.limit_memory(None)
-    rerun = slipway("run", "materialize", "--params", str(params), env=env)
+    rerun = slipway(["run", "materialize", "--params", str(params)], env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert redis_server.keys() == entities
 

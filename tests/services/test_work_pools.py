@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from slipway.processes import running_server
-from tests.conftest import REPO, small_params, write_params
+from tests.conftest import REPO, run_command, small_params, write_params
 from tests.services.conftest import BIN, PrefectOnPostgres
 
 pytestmark = pytest.mark.services
@@ -24,9 +23,7 @@ TEMPLATE = REPO / "infra" / "prefect" / "kubernetes-job-template.json"
 
 
 def run(command: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
+    return run_command(command, env, timeout=300, check=True).stdout
 
 
 def register(env: dict[str, str], params: str, pool: str, *extra: str) -> str:
