@@ -25,9 +25,9 @@ import pandas as pd
 from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset
 
-from flows.monitor import SCORE, decode, run_evidently
 from models import drift
 from models.comparison import psi
+from models.monitoring import SCORE, decode, run_evidently
 from slipway import lake
 from slipway.prediction_log import read_prediction_log
 from slipway.settings import DataSettings

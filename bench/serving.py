@@ -74,8 +74,8 @@ def main() -> None:
         "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'home' / 'mlflow' / 'mlflow.db'}",
     }
     os.environ.update(env)
+    from models.sample import build_sample_deployment
     from slipway.paths import prepare_environment
-    from slipway.sample import build_sample_deployment
     from slipway.settings import load_settings
 
     prepare_environment()

@@ -9,23 +9,30 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from models.fast_scorer import FastScorer
 from models.registry import CHALLENGER, CHAMPION, load_scorer
 from models.routing import Mode, Routing
 
 LOGGER = logging.getLogger(__name__)
 
 
+class Scorer(Protocol):
+    """What serving needs of a model: probabilities for rows of raw features."""
+
+    def predict(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     version: str
-    scorer: FastScorer
+    scorer: Scorer
 
 
 @dataclass(frozen=True)
@@ -35,36 +42,58 @@ class Snapshot:
     routing: Routing = field(default_factory=Routing)
 
 
+RegistryView = tuple[dict[str, str], dict[str, str]]  # aliases (alias → version), registered-model tags
+
+
 def load_version(model_name: str, version: str) -> LoadedModel:
     return LoadedModel(version, load_scorer(model_name, version))
 
 
+def read_registry(model_name: str) -> RegistryView:
+    """The registered model's aliases and tags, from the MLflow registry."""
+    registered = MlflowClient().get_registered_model(model_name)
+    aliases = {alias: str(version) for alias, version in (registered.aliases or {}).items()}
+    return aliases, dict(registered.tags or {})
+
+
 class ModelRouter:
-    def __init__(self, model_name: str, poll_seconds: float, on_refresh: Callable[[Snapshot], None] = lambda _: None) -> None:
+    """Polls the registry and holds the current :class:`Snapshot`; ``read`` and ``load`` are the registry's edges."""
+
+    def __init__(
+        self,
+        model_name: str,
+        poll_seconds: float,
+        on_refresh: Callable[[Snapshot], None] = lambda _: None,
+        read: Callable[[], RegistryView] | None = None,
+        load: Callable[[str], LoadedModel] | None = None,
+        poll: bool = True,
+    ) -> None:
         self.model_name = model_name
         self.poll_seconds = poll_seconds
         self.on_refresh = on_refresh
+        self._read = read or (lambda: read_registry(model_name))
+        self._load = load or (lambda version: load_version(model_name, version))
         self.snapshot = Snapshot()
         self.last_error: str | None = None
         self._cache: dict[str, LoadedModel] = {}
         self._stop = threading.Event()
         self.refresh()
         self._thread = threading.Thread(target=self._poll, name="registry-poller", daemon=True)
-        self._thread.start()
+        if poll:
+            self._thread.start()
 
     def _model(self, version: str | None) -> LoadedModel | None:
         if version is None:
             return None
         if version not in self._cache:
-            self._cache[version] = load_version(self.model_name, version)
+            self._cache[version] = self._load(version)
         return self._cache[version]
 
     def refresh(self) -> Snapshot:
         """Read aliases and routing; keep the last good snapshot if the registry is unreachable."""
         try:
-            registered = MlflowClient().get_registered_model(self.model_name)
-            aliases = {alias: str(version) for alias, version in (registered.aliases or {}).items()}
-            routing = Routing.from_tags(dict(registered.tags or {}))
+            aliases, tags = self._read()
+            routing = Routing.from_tags(tags)
             champion = self._model(aliases.get(CHAMPION))
             challenger_version = aliases.get(CHALLENGER)
             challenger = None

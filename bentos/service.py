@@ -16,14 +16,14 @@ from typing import Any
 
 import anyio
 import bentoml
-import numpy as np
 from bentoml.exceptions import NotFound, ServiceUnavailable
 
 from bentos.contract import Prediction, PredictResponse, build_contract
 from bentos.guard import RequestGuard
-from bentos.router import LoadedModel, ModelRouter, Snapshot
+from bentos.router import ModelRouter, Snapshot
+from bentos.scoring import log_records, score_rows
 from bentos.shadow import ShadowBatcher
-from models.routing import serves_challenger, shadows
+from models.routing import shadows
 from slipway.feature_store import open_store
 from slipway.paths import prepare_environment
 from slipway.prediction_log import PredictionLog
@@ -61,6 +61,10 @@ SERVING = {
         ("shadow", "1 while the challenger is scored in shadow"),
     )
 }
+
+
+def _count_model_errors(version: str, rows: int) -> None:
+    MODEL_ERRORS.labels(model_version=version).inc(rows)
 
 
 def _publish_routing(snap: Snapshot) -> None:
@@ -138,71 +142,18 @@ class Scoring:
             raise ServiceUnavailable(f"no '{SETTINGS.registry.model_name}@champion' in the registry yet")
         request_id = uuid.uuid4().hex
         ids = [f"{request_id}-{i}" for i in range(len(rows))]
-        keys = entities or ids
-        groups: dict[str, tuple[LoadedModel, list[int]]] = {}
-        for i, key in enumerate(keys):
-            model = snap.challenger if snap.challenger and serves_challenger(snap.routing, key) else snap.champion
-            groups.setdefault(model.version, (model, []))[1].append(i)
-        scores = np.empty(len(rows))
-        versions = [""] * len(rows)
-        errors: list[str | None] = [None] * len(rows)
-        for model, index in groups.values():
-            try:
-                scores[index] = model.scorer.predict([rows[i] for i in index])
-            except Exception as exc:
-                if model is snap.champion:
-                    raise
-                # A failing challenger must never fail the request: the champion answers, the log keeps the error.
-                MODEL_ERRORS.labels(model_version=model.version).inc(len(index))
-                message = f"v{model.version}: {type(exc).__name__}: {exc}"[:500]
-                scores[index] = snap.champion.scorer.predict([rows[i] for i in index])
-                for i in index:
-                    errors[i] = message
-                model = snap.champion
-            for i in index:
-                versions[i] = model.version
+        scored = score_rows(snap, rows, entities or ids, ids, _count_model_errors)
         elapsed = time.perf_counter() - started
-        route = snap.routing.mode.value  # the router resets routing to champion whenever there is no challenger
-        for version, count in Counter(versions).items():
-            REQUESTS.labels(model_version=version, route=route).inc(count)
-            LATENCY.labels(model_version=version, route=route).observe(elapsed)
-        self._log(snap, rows, entities, ids, versions, scores, errors, elapsed, route)
-        triples = zip(scores, versions, ids, strict=True)
-        return PredictResponse(predictions=[Prediction(score=float(s), model_version=v, request_id=i) for s, v, i in triples])
-
-    def _log(
-        self,
-        snap: Snapshot,
-        rows: list[dict[str, Any]],
-        entities: list[str] | None,
-        ids: list[str],
-        versions: list[str],
-        scores: np.ndarray,
-        errors: list[str | None],
-        elapsed: float,
-        route: str,
-    ) -> None:
-        now = datetime.now(UTC)
-        records = [
-            {
-                "request_id": ids[i],
-                "time": now,
-                "entity": entities[i] if entities else None,
-                "features": rows[i],
-                "route": route,
-                "served_version": versions[i],
-                "score": float(scores[i]),
-                "shadow_version": None,
-                "shadow_score": None,
-                "latency_ms": elapsed * 1000,
-                "error": errors[i],
-            }
-            for i in range(len(rows))
-        ]
+        for version, count in Counter(scored.versions).items():
+            REQUESTS.labels(model_version=version, route=scored.route).inc(count)
+            LATENCY.labels(model_version=version, route=scored.route).observe(elapsed)
+        records = log_records(scored, rows, entities, elapsed, datetime.now(UTC))
         if shadows(snap.routing) and snap.challenger is not None:
             self.shadow.submit(snap.challenger, rows, records)
         else:
             self._append(records)
+        triples = zip(scored.scores, scored.versions, ids, strict=True)
+        return PredictResponse(predictions=[Prediction(score=float(s), model_version=v, request_id=i) for s, v, i in triples])
 
     def _append(self, records: list[dict[str, Any]]) -> None:
         for record in records:

@@ -71,3 +71,10 @@ def to_feature_frame(rows: pd.DataFrame, data: DataSettings) -> pd.DataFrame:
         values = rows[column].astype(object)
         out[column] = values.where(values.notna(), MISSING_CATEGORY).astype(str)
     return out
+
+
+def latest_labels(labels: pd.DataFrame, data: DataSettings) -> pd.Series:
+    """Each entity's most recent label, indexed by entity id as text (how the prediction log keeps it)."""
+    newest = labels.sort_values(data.timestamp).drop_duplicates(data.entity, keep="last").set_index(data.entity)[data.label]
+    newest.index = newest.index.astype(str)
+    return newest

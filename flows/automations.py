@@ -10,21 +10,21 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.events.actions import RunDeployment
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
-from flows.monitor import DEGRADED_EVENT, DRIFT_EVENT
+from slipway.catalog import MODEL_RESOURCE_PATTERN, RETRAIN_EVENTS, deployment_name
 
-RETRAIN_DEPLOYMENT = "retrain/retrain"
+RETRAIN_DEPLOYMENT = deployment_name("retrain")
 
 
 def definitions(retrain_id: object, params: str) -> list[AutomationCore]:
     out = []
-    for event in (DRIFT_EVENT, DEGRADED_EVENT):
+    for event in RETRAIN_EVENTS:
         out.append(
             AutomationCore(
                 name=f"slipway: retrain on {event}",
                 description=f"Each {event} event from the monitor flow starts the retrain deployment "
                 "(which does nothing within monitor.retrain_cooldown_seconds of the last retraining).",
                 trigger=EventTrigger(
-                    expect={event}, match={"prefect.resource.id": "slipway.model.*"}, posture=Posture.Reactive, threshold=1
+                    expect={event}, match={"prefect.resource.id": MODEL_RESOURCE_PATTERN}, posture=Posture.Reactive, threshold=1
                 ),
                 actions=[
                     RunDeployment(source="selected", deployment_id=retrain_id, parameters={"params": params, "reason": event})

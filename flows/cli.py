@@ -18,22 +18,16 @@ from typing import Any
 
 import yaml
 
+from flows.registry import UnknownFlowError, load_flow
+from slipway.catalog import FLOWS
 from slipway.paths import Home, prepare_environment
 from slipway.settings import SettingsError, load_settings
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DATA, EXIT_REFUSED = 1, 2, 3, 4
-FLOWS = ("ingest", "materialize", "train", "promote", "package", "monitor", "retrain", "rollback", "pipeline")
 
 
 class UsageError(ValueError):
     """A command-line mistake; the message says which word is wrong."""
-
-
-def _flow(name: str) -> Callable[..., Any]:
-    if name not in FLOWS:
-        raise UsageError(f"unknown flow {name!r}; available: {', '.join(FLOWS)}")
-    module = __import__(f"flows.{name}", fromlist=[name])
-    return getattr(module, name)  # type: ignore[no-any-return]
 
 
 def parse_assignments(pairs: Sequence[str], flow_fn: Callable[..., Any]) -> dict[str, Any]:
@@ -53,11 +47,25 @@ def parse_assignments(pairs: Sequence[str], flow_fn: Callable[..., Any]) -> dict
     return out
 
 
+RESULT_KEYS = {"materialize": "feature_rows", "package": "bento", "rollback": "champion", "retrain": "challenger"}
+
+
+def result_line(name: str, result: Any) -> str:
+    """The one line ``slipway run`` prints on stdout: the result's own ``line()``, or ``key=value``."""
+    if hasattr(result, "line"):
+        return str(result.line())
+    if hasattr(result, "ingest") and hasattr(result, "train"):  # the pipeline: both ends
+        return f"{result.ingest.line()}\n{result.train.line()}"
+    return f"{RESULT_KEYS.get(name, name)}={result}"
+
+
 def run_flow(name: str, params: str, assignments: Sequence[str]) -> Any:
     load_settings(params)  # fail fast, naming the key, before any server starts
-    flow_fn = _flow(name)
+    flow_fn = load_flow(name)
     kwargs = {"params": params, **parse_assignments(assignments, flow_fn)}
-    return flow_fn(**kwargs)
+    result = flow_fn(**kwargs)
+    print(result_line(name, result), flush=True)  # the run log has the flow's own output; stdout gets the result
+    return result
 
 
 def demo(params: str) -> None:
@@ -136,6 +144,29 @@ def generate(params: str, output: str | None) -> None:
     print(f"wrote {len(data.frame)} rows to {target}")
 
 
+def _is_data_error(exc: Exception) -> bool:
+    """Whether the data, not the code, was at fault (imported only then: ``down`` and ``--help`` stay light)."""
+    from features.validation import SchemaError
+    from slipway.storage import SourceError
+
+    return isinstance(exc, SchemaError | SourceError)
+
+
+def config(params: str, schema: bool, table: bool) -> None:
+    """Print the settings' JSON schema or the README's table of settings; by default, check the file."""
+    import json
+
+    from slipway.settings import settings_schema, settings_table
+
+    if schema:
+        print(json.dumps(settings_schema(), indent=2))
+    elif table:
+        print(settings_table(), end="")
+    else:
+        settings = load_settings(params)
+        print(f"{params}: valid; model {settings.registry.model_name}, {len(settings.data.features)} features")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slipway", description="Workflow-orchestrated MLOps for tabular models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     stack_up.add_argument("--prefect-port", type=int, default=4200, help="when PREFECT_API_URL is not set (default 4200)")
     stack_up.add_argument("--mlflow-port", type=int, default=5000)
     sub.add_parser("down", parents=[common], help="stop what 'slipway up' started")
+    cfg = sub.add_parser("config", parents=[common], help="check the params file, or print its schema or table")
+    shown = cfg.add_mutually_exclusive_group()
+    shown.add_argument("--schema", action="store_true", help="print the JSON schema of the params file")
+    shown.add_argument("--table", action="store_true", help="print the README's table of settings")
     gen = sub.add_parser("generate", parents=[common], help="write the configured demo data")
     gen.add_argument("--output", help="where to write (default: data.source)")
     return parser
@@ -165,9 +200,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         args.assignments = [*args.assignments, *extra]
     prepare_environment()
-    from features.validation import SchemaError
-    from slipway.storage import SourceError
-
     try:
         if args.command == "demo":
             demo(args.params)
@@ -186,15 +218,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             stopped = down()
             print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+        elif args.command == "config":
+            config(args.params, args.schema, args.table)
         else:
             generate(args.params, args.output)
-    except (SettingsError, UsageError) as exc:
+    except (SettingsError, UsageError, UnknownFlowError) as exc:
         print(f"slipway: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (SchemaError, SourceError) as exc:
-        print(f"slipway: rejected: {exc}", file=sys.stderr)
-        return EXIT_DATA
     except Exception as exc:  # noqa: BLE001 - the flow's own logs carry the traceback
+        if _is_data_error(exc):
+            print(f"slipway: rejected: {exc}", file=sys.stderr)
+            return EXIT_DATA
         print(f"slipway: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return 0

@@ -8,7 +8,10 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from features import gold
+from models import training
 from slipway.datagen import generate_leads, write_generated
+from slipway.feature_store import EVENT_TIMESTAMP, open_store, training_frame
 from slipway.paths import Home
 from slipway.settings import Settings, load_settings
 
@@ -41,8 +44,10 @@ def ensure_demo_source(settings: Settings) -> None:
 
 def latest_labels(settings: Settings) -> pd.Series:
     """Each entity's most recent label from gold, indexed by entity id as text (how the prediction log keeps it)."""
-    data = settings.data
-    gold = pd.read_parquet(home().gold / "labels.parquet").sort_values(data.timestamp)
-    labels = gold.drop_duplicates(data.entity, keep="last").set_index(data.entity)[data.label]
-    labels.index = labels.index.astype(str)
-    return labels
+    return gold.latest_labels(pd.read_parquet(home().gold / "labels.parquet"), settings.data)
+
+
+def evaluation_window(settings: Settings) -> training.Part:
+    """The newest, held-out slice of gold as the training split defines it, read through Feast."""
+    frame = training_frame(open_store(), pd.read_parquet(home().gold / "labels.parquet"), settings)
+    return training.time_split(frame, settings.data, settings.train, EVENT_TIMESTAMP).test

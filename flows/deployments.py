@@ -24,7 +24,8 @@ from prefect.settings import PREFECT_API_URL
 from prefect.types.entrypoint import EntrypointType
 
 from flows.automations import ensure_automations
-from flows.cli import FLOWS, _flow
+from flows.registry import load_flow
+from slipway.catalog import FLOWS
 from slipway.paths import prepare_environment
 from slipway.settings import load_settings
 
@@ -45,7 +46,7 @@ def deployments(params: str, resolve: bool = True) -> list[RunnerDeployment]:
     }
     out = []
     for name in FLOWS:
-        flow_fn: Any = _flow(name)
+        flow_fn: Any = load_flow(name)
         out.append(
             flow_fn.to_deployment(
                 name=name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from prefect import Task, flow, get_run_logger, task
+from prefect import Task, flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
@@ -26,10 +26,8 @@ class Reconciliation:
     rows_quarantined: int
 
     def line(self) -> str:
-        return (
-            f"batch {self.batch_id}: rows_in={self.rows_in} "
-            f"rows_accepted={self.rows_accepted} rows_quarantined={self.rows_quarantined}"
-        )
+        counts = f"rows_in={self.rows_in} rows_accepted={self.rows_accepted} rows_quarantined={self.rows_quarantined}"
+        return f"{counts} batch={self.batch_id}"
 
 
 def _is_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -87,7 +85,7 @@ def store_verdict(verdict: validation.Verdict, batch_id: str) -> Reconciliation:
     return Reconciliation(batch_id, verdict.rows_in, len(verdict.accepted), len(verdict.quarantined))
 
 
-@flow(name="ingest")
+@flow(name="ingest", log_prints=True)
 def ingest(params: str = "params.yaml") -> Reconciliation:
     """Ingest the configured source; print and publish the row reconciliation."""
     settings = load_params(params)
@@ -98,6 +96,5 @@ def ingest(params: str = "params.yaml") -> Reconciliation:
     verdict = validate_batch(batch, batch_id, settings)
     result = store_verdict(verdict, batch_id)
     create_table_artifact(key="ingest-reconciliation", table=[asdict(result)], description=result.line())
-    get_run_logger().info(result.line())
-    print(f"rows_in={result.rows_in} rows_accepted={result.rows_accepted} rows_quarantined={result.rows_quarantined}")
+    print(result.line())
     return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pandas as pd
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from features import feast_defs, gold
@@ -57,12 +57,12 @@ def printable(exc: BaseException, limit: int = 600) -> str:
     return text if len(text) <= limit else f"{text[: limit // 3]} … {text[-(2 * limit) // 3 :]}"
 
 
-@flow(name="materialize")
+@flow(name="materialize", log_prints=True)
 def materialize(params: str = "params.yaml") -> int:
     """Build gold features and load them into Feast's offline and online stores."""
     settings = load_params(params)
     features = build_gold(settings)
     stamps = features[settings.data.timestamp]
     mode = apply_and_materialize(settings, stamps.min().to_pydatetime(), stamps.max().to_pydatetime())
-    get_run_logger().info("materialized %d feature rows (%s)", len(features), mode)
+    print(f"materialized {len(features)} feature rows ({mode})")
     return len(features)

@@ -9,7 +9,7 @@ from typing import Any
 import bentoml
 import yaml
 from mlflow import MlflowClient
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -63,7 +63,7 @@ def build_bento(model_tags: list[str], labels: dict[str, str]) -> str:
     return str(bento.tag)
 
 
-@flow(name="package")
+@flow(name="package", log_prints=True)
 def package(params: str = "params.yaml") -> str:
     """Build the scoring Bento for what the registry serves now."""
     settings = load_params(params)
@@ -72,6 +72,5 @@ def package(params: str = "params.yaml") -> str:
     tag = build_bento(model_tags, labels)
     lines = "\n".join(f"| {k} | {v} |" for k, v in sorted(labels.items()))
     create_markdown_artifact(key="bento", markdown=f"# Bento `{tag}`\n\n| label | value |\n|---|---|\n{lines}\n")
-    get_run_logger().info("built %s with %s", tag, ", ".join(model_tags))
-    print(f"bento={tag}")
+    print(f"bento={tag} with {', '.join(model_tags)}")
     return tag

@@ -18,7 +18,7 @@ class PipelineResult:
     train: TrainResult
 
 
-@flow(name="pipeline")
+@flow(name="pipeline", log_prints=True)
 def pipeline(params: str = "params.yaml") -> PipelineResult:
     """Take the configured source to a registered challenger."""
     reconciliation = ingest(params)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from flows.common import home, load_params
 from models.registry import rollback_champion
 from slipway.audit import AuditLog
 
 
-@flow(name="rollback")
+@flow(name="rollback", log_prints=True)
 def rollback(params: str = "params.yaml", requested_by: str = "unknown", reason: str = "manual rollback") -> str:
     """Point ``champion`` back at the version it replaced and stop any canary or shadow."""
     settings = load_params(params)
     restored = rollback_champion(settings.registry.model_name, requested_by, AuditLog(home().audit_log), reason)
-    get_run_logger().info("%s: champion restored to v%s by %s", settings.registry.model_name, restored, requested_by)
-    print(f"champion={restored}")
+    print(f"champion={restored}: {settings.registry.model_name} restored by {requested_by}")
     return restored

@@ -19,8 +19,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from flows.automations import ensure_automations
-from flows.cli import FLOWS
+from slipway.catalog import FLOWS, deployment_name
 from slipway.paths import Home
 from slipway.processes import answers, start_detached, stop_group
 from slipway.settings import load_settings
@@ -87,6 +86,8 @@ def up(params: str, prefect_port: int, mlflow_port: int | None) -> dict[str, dic
         stack["deployments"] = {"pid": pid, "url": f"{stack['prefect']['url']}/deployments", "log": str(logs / "deployments.log")}
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps(stack, indent=2))
+    from flows.automations import ensure_automations  # Prefect's client: only ``up`` needs it, ``down`` stays light
+
     automations = ensure_automations(env["PREFECT_API_URL"], str(Path(params).resolve()))
     stack["automations"] = {"pid": None, "url": f"{stack['prefect']['url']}/automations", "log": ", ".join(automations)}
     return stack
@@ -98,7 +99,7 @@ def _registered_since(api: str, since: datetime) -> Callable[[], bool]:
     def probe() -> bool:
         for flow in FLOWS:
             try:
-                response = httpx.get(f"{api.rstrip('/')}/deployments/name/{flow}/{flow}", timeout=5)
+                response = httpx.get(f"{api.rstrip('/')}/deployments/name/{deployment_name(flow)}", timeout=5)
             except httpx.HTTPError:
                 return False
             if response.status_code != 200 or datetime.fromisoformat(response.json()["updated"]) < since:

@@ -1,4 +1,8 @@
-"""Train flow: point-in-time training set → Optuna over XGBoost vs a baseline → MLflow registry."""
+"""Train flow: point-in-time training set → Optuna over XGBoost vs a baseline → MLflow registry.
+
+Each step is its own task (visible and retryable in the Prefect UI); they share one
+MLflow run, which each task resumes by id.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from sklearn.pipeline import Pipeline
 
 from flows.common import home, load_params
 from models import metrics, plots, registry, training, tuning
@@ -34,6 +39,20 @@ class TrainResult:
     run_id: str
     winner: str
     test_metrics: dict[str, float]
+
+    def line(self) -> str:
+        auc = self.test_metrics["roc_auc"]
+        return f"registered {self.model_name} v{self.version} ({self.winner}) as challenger; holdout roc_auc={auc:.4f}"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    family: str  # xgboost or logistic_regression
+    validation_roc_auc: float
+    params: dict[str, Any]
+    trees: int = 0
+    study: str = ""
+    history: tuple[float, ...] = ()  # validation ROC-AUC of each trial, in order
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
@@ -61,96 +80,115 @@ def _log_trials(study: optuna.Study) -> None:
 
 
 @task(cache_policy=NO_CACHE)
-def train_and_register(settings: Settings, frame: pd.DataFrame) -> TrainResult:
-    """Tune, compare with the baseline, refit the winner, evaluate on the holdout, register."""
-    data, cfg = settings.data, settings.train
-    split = training.time_split(frame, data, cfg, EVENT_TIMESTAMP)
-    use_experiment(cfg.experiment, home())
-    started = datetime.now(UTC)
-    name = tuning.study_name(settings, frame)
-    storage = optuna_storage(home())
-    logger = get_run_logger()
-    with mlflow.start_run(run_name=f"train-{started:%Y%m%d-%H%M%S}") as run:
-        mlflow.log_params({"n_rows": len(frame), "n_trials": cfg.n_trials, "features": ",".join(data.features)})
-        study = tuning.create_study(cfg, name, storage)
-        already = tuning.finished_trials(study)
-        if already:
-            logger.info("resuming Optuna study %s: %d of %d trials already finished", name, already, cfg.n_trials)
+def tune(settings: Settings, split: training.Split, frame: pd.DataFrame, run_id: str) -> Candidate:
+    """Optuna over XGBoost; an interrupted study is resumed, not restarted."""
+    cfg, logger = settings.train, get_run_logger()
+    name, storage = tuning.study_name(settings, frame), optuna_storage(home())
+    study = tuning.create_study(cfg, name, storage)
+    if already := tuning.finished_trials(study):
+        logger.info("resuming Optuna study %s: %d of %d trials already finished", name, already, cfg.n_trials)
 
-        def progress(done: int, wanted: int, best: float | None) -> None:
-            shown = "-" if best is None else f"{best:.4f}"
-            logger.info("Optuna trial %d/%d finished; best validation ROC-AUC %s", done, wanted, shown)
+    def progress(done: int, wanted: int, best: float | None) -> None:
+        logger.info(
+            "Optuna trial %d/%d finished; best validation ROC-AUC %s", done, wanted, "-" if best is None else f"{best:.4f}"
+        )
 
-        best = tuning.tune(study, split, data, cfg, storage, progress)
+    best = tuning.tune(study, split, settings.data, cfg, storage, progress)
+    with mlflow.start_run(run_id=run_id):
         _log_trials(study)
         mlflow.log_params({"optuna_study": name, "optuna_workers": cfg.workers})
-        baseline = training.fit_baseline(split.train, data, cfg)
-        baseline_val = metrics.classification_metrics(
-            split.validation.y, training.predict_proba(baseline, split.validation.X), cfg.top_k_fraction
-        )
-        mlflow.log_metrics(
-            {"validation_roc_auc_xgboost": float(best.value or 0), "validation_roc_auc_baseline": baseline_val["roc_auc"]}
-        )
-        winner = "xgboost" if (best.value or 0) >= baseline_val["roc_auc"] else "logistic_regression"
-        full = split.train_and_validation()
-        if winner == "xgboost":
-            params = {k: v for k, v in best.params.items()}
-            model = training.refit_xgboost(full, data, cfg, params, int(best.user_attrs["best_iteration"]))
-            mlflow.log_params({f"best_{k}": v for k, v in params.items()})
-        else:
-            model = training.fit_baseline(full, data, cfg)
-        score = training.predict_proba(model, split.test.X)
-        test = metrics.classification_metrics(split.test.y, score, cfg.top_k_fraction)
+        mlflow.log_metric("validation_roc_auc_xgboost", float(best.value or 0))
+    history = tuple(t.value for t in study.trials if t.value is not None)
+    return Candidate("xgboost", float(best.value or 0), dict(best.params), int(best.user_attrs["best_iteration"]), name, history)
+
+
+@task(cache_policy=NO_CACHE)
+def baseline(settings: Settings, split: training.Split, run_id: str) -> Candidate:
+    """The logistic baseline on the same split: the bar XGBoost has to clear."""
+    model = training.fit_baseline(split.train, settings.data, settings.train)
+    score = training.predict_proba(model, split.validation.X)
+    auc = metrics.classification_metrics(split.validation.y, score, settings.train.top_k_fraction)["roc_auc"]
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metric("validation_roc_auc_baseline", auc)
+    return Candidate("logistic_regression", auc, {})
+
+
+@task(cache_policy=NO_CACHE)
+def refit(settings: Settings, split: training.Split, winner: Candidate, run_id: str) -> Pipeline:
+    """The winner refitted on train + validation."""
+    full = split.train_and_validation()
+    if winner.family == "logistic_regression":
+        return training.fit_baseline(full, settings.data, settings.train)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_params({f"best_{k}": v for k, v in winner.params.items()})
+    return training.refit_xgboost(full, settings.data, settings.train, winner.params, winner.trees)
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate(
+    settings: Settings, split: training.Split, model: Pipeline, history: tuple[float, ...], run_id: str
+) -> dict[str, float]:
+    """Holdout metrics and diagnostic figures of the refitted model."""
+    score = training.predict_proba(model, split.test.X)
+    test = metrics.classification_metrics(split.test.y, score, settings.train.top_k_fraction)
+    with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
-        _log_figures(model, split, score, study)
-        lineage = {
-            "git_commit": registry.git_commit(REPO),
-            "dvc_data_md5": _md5(data.source),
-            "feast_feature_service": settings.features.service,
-            "params_hash": settings.fingerprint(),
-            "optuna_study": name,
-            "optuna_storage": tuning.redacted(storage),
-            "training_window_start": split.train.start.isoformat(),
-            "training_window_end": split.validation.end.isoformat(),
-            "test_window_end": split.test.end.isoformat(),
-            "model_family": winner,
-        }
-        mlflow.set_tags(lineage)
+        plots.log_evaluation(model, split.test.y, score, list(history))
+    return test
+
+
+def lineage(settings: Settings, split: training.Split, winner: Candidate, study: str) -> dict[str, str]:
+    """What the version was trained on and how, as registry tags."""
+    return {
+        "git_commit": registry.git_commit(REPO),
+        "dvc_data_md5": _md5(settings.data.source),
+        "feast_feature_service": settings.features.service,
+        "params_hash": settings.fingerprint(),
+        "optuna_study": study,
+        "optuna_storage": tuning.redacted(optuna_storage(home())),
+        "training_window_start": split.train.start.isoformat(),
+        "training_window_end": split.validation.end.isoformat(),
+        "test_window_end": split.test.end.isoformat(),
+        "model_family": winner.family,
+    }
+
+
+@task(cache_policy=NO_CACHE)
+def register(settings: Settings, split: training.Split, model: Pipeline, tags: dict[str, str], run_id: str) -> str:
+    """Log the pyfunc with its lineage, register it and point ``challenger`` at it; returns the version."""
+    with mlflow.start_run(run_id=run_id) as run:
+        mlflow.set_tags(tags)
         version = registry.log_and_register(
-            run, ScoringModel(model, data), split.test.X.head(5), settings.registry.model_name, lineage
+            run, ScoringModel(model, settings.data), split.test.X.head(5), settings.registry.model_name, tags
         )
     registry.set_alias(version, registry.CHALLENGER)
-    lake.write_json(
-        {"model_version": version.version, "model_family": winner, **{f"test_{k}": v for k, v in test.items()}},
-        home().reports / "train_metrics.json",
-    )
-    return TrainResult(version.name, version.version, version.run_id, winner, test)
+    return version.version
 
 
-def _log_figures(model: Any, split: training.Split, score: Any, study: optuna.Study) -> None:
-    y = split.test.y
-    mlflow.log_figure(plots.roc(y, score), "plots/roc.png")
-    mlflow.log_figure(plots.precision_recall(y, score), "plots/precision_recall.png")
-    mlflow.log_figure(plots.calibration(y, score), "plots/calibration.png")
-    estimator = model.named_steps["model"]
-    values = getattr(estimator, "feature_importances_", None)
-    if values is None:
-        values = abs(estimator.coef_[0])
-    names = list(model.named_steps["prep"].get_feature_names_out())
-    mlflow.log_figure(plots.importance(names, values), "plots/feature_importance.png")
-    history = [t.value for t in study.trials if t.value is not None]
-    mlflow.log_figure(plots.optimisation_history(history), "plots/optimisation_history.png")
-
-
-@flow(name="train")
+@flow(name="train", log_prints=True)
 def train(params: str = "params.yaml") -> TrainResult:
     """Train, register and alias a new challenger."""
     settings = load_params(params)
+    data, cfg = settings.data, settings.train
     frame = load_training_set(settings)
-    result = train_and_register(settings, frame)
-    table = "\n".join(f"| {k} | {v:.4f} |" for k, v in result.test_metrics.items())
-    summary = f"{result.model_name} v{result.version} ({result.winner}) is now `challenger`"
+    split = training.time_split(frame, data, cfg, EVENT_TIMESTAMP)
+    use_experiment(cfg.experiment, home())
+    with mlflow.start_run(run_name=f"train-{datetime.now(UTC):%Y%m%d-%H%M%S}") as run:
+        mlflow.log_params({"n_rows": len(frame), "n_trials": cfg.n_trials, "features": ",".join(data.features)})
+    run_id = run.info.run_id
+    tuned, linear = tune(settings, split, frame, run_id), baseline(settings, split, run_id)
+    winner = tuned if tuned.validation_roc_auc >= linear.validation_roc_auc else linear
+    model = refit(settings, split, winner, run_id)
+    test = evaluate(settings, split, model, tuned.history, run_id)
+    version = register(settings, split, model, lineage(settings, split, winner, tuned.study), run_id)
+    lake.write_json(
+        {"model_version": version, "model_family": winner.family, **{f"test_{k}": v for k, v in test.items()}},
+        home().reports / "train_metrics.json",
+    )
+    name = settings.registry.model_name
+    table = "\n".join(f"| {k} | {v:.4f} |" for k, v in test.items())
+    summary = f"{name} v{version} ({winner.family}) is now `challenger`"
     create_markdown_artifact(key="train-result", markdown=f"# {summary}\n\n| holdout metric | value |\n|---|---|\n{table}\n")
-    get_run_logger().info(summary)
-    print(f"registered {summary}; holdout roc_auc={result.test_metrics['roc_auc']:.4f}")
+    result = TrainResult(name, version, run_id, winner.family, test)
+    print(result.line())
     return result

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from features.gold import MISSING_CATEGORY
 from models.comparison import psi
 from slipway.settings import DataSettings, MonitorSettings
 
@@ -22,8 +23,8 @@ _EPS = 1e-4
 
 def categorical_psi(reference: pd.Series, current: pd.Series) -> float:
     """PSI over the union of categories (missing values are a category of their own)."""
-    ref = reference.astype(object).fillna("(missing)").astype(str).value_counts(normalize=True)
-    cur = current.astype(object).fillna("(missing)").astype(str).value_counts(normalize=True)
+    ref = reference.astype(object).fillna(MISSING_CATEGORY).astype(str).value_counts(normalize=True)
+    cur = current.astype(object).fillna(MISSING_CATEGORY).astype(str).value_counts(normalize=True)
     index = ref.index.union(cur.index)
     e = np.clip(ref.reindex(index, fill_value=0).to_numpy(), _EPS, None)
     a = np.clip(cur.reindex(index, fill_value=0).to_numpy(), _EPS, None)

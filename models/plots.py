@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import mlflow
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -63,3 +66,17 @@ def optimisation_history(values: list[float]) -> Figure:
     ax.set_xlabel("trial")
     ax.set_ylabel("ROC-AUC")
     return fig
+
+
+def log_evaluation(model: Any, y: Any, score: Any, trial_values: list[float]) -> None:
+    """The holdout curves, the feature importance and the search history, as figures on the active MLflow run."""
+    mlflow.log_figure(roc(y, score), "plots/roc.png")
+    mlflow.log_figure(precision_recall(y, score), "plots/precision_recall.png")
+    mlflow.log_figure(calibration(y, score), "plots/calibration.png")
+    estimator = model.named_steps["model"]
+    values = getattr(estimator, "feature_importances_", None)
+    if values is None:
+        values = abs(estimator.coef_[0])
+    names = list(model.named_steps["prep"].get_feature_names_out())
+    mlflow.log_figure(importance(names, values), "plots/feature_importance.png")
+    mlflow.log_figure(optimisation_history(trial_values), "plots/optimisation_history.png")

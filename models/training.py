@@ -7,6 +7,7 @@ model needs nothing but raw features.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,15 +79,20 @@ def preprocessor(data: DataSettings, scale: bool) -> ColumnTransformer:
     )
 
 
+def cpu_threads() -> int:
+    """The cores this process may use (its affinity mask, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def fit_xgboost(
     split: Split,
     data: DataSettings,
     cfg: TrainSettings,
     params: dict[str, Any],
     callbacks: Sequence[Any] = (),
-    threads: int = 2,
+    threads: int | None = None,
 ) -> Pipeline:
-    """Fit on the train slice with early stopping on the validation slice, on ``threads`` threads."""
+    """Fit on the train slice with early stopping on the validation slice, on ``threads`` threads (default: every core)."""
     prep = preprocessor(data, scale=False).fit(split.train.X)
     model = XGBClassifier(
         **params,
@@ -94,7 +100,7 @@ def fit_xgboost(
         early_stopping_rounds=cfg.early_stopping_rounds,
         eval_metric="auc",
         random_state=cfg.seed,
-        n_jobs=threads,
+        n_jobs=threads or cpu_threads(),
         callbacks=list(callbacks) or None,
     )
     model.fit(
@@ -108,7 +114,7 @@ def fit_xgboost(
 
 def refit_xgboost(part: Part, data: DataSettings, cfg: TrainSettings, params: dict[str, Any], n_estimators: int) -> Pipeline:
     """Refit with a fixed number of trees (found by early stopping) on more data."""
-    model = XGBClassifier(**params, n_estimators=n_estimators, eval_metric="auc", random_state=cfg.seed, n_jobs=2)
+    model = XGBClassifier(**params, n_estimators=n_estimators, eval_metric="auc", random_state=cfg.seed, n_jobs=cpu_threads())
     pipeline = Pipeline([("prep", preprocessor(data, scale=False)), ("model", model)])
     return pipeline.fit(part.X, part.y)
 

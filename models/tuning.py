@@ -27,7 +27,7 @@ from optuna_integration import XGBoostPruningCallback
 from sqlalchemy.engine import make_url
 
 from models.metrics import classification_metrics
-from models.training import Split, best_iteration, fit_xgboost, predict_proba
+from models.training import Split, best_iteration, cpu_threads, fit_xgboost, predict_proba
 from slipway.settings import DataSettings, Settings, TrainSettings
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -153,7 +153,7 @@ def tune(
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     workers = cfg.workers
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, cpu_threads() // workers)
 
     def report(*_: Any) -> None:
         if progress is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -51,3 +53,15 @@ def read_state(url: str) -> ServingState:
     except httpx.HTTPError as exc:
         raise ServiceUnreachable(f"scoring service at {url} did not answer /metrics: {exc}") from exc
     return parse(response.text)
+
+
+def wait_for_state(url: str, accept: Callable[[ServingState], bool], what: str, timeout: float) -> ServingState:
+    """Poll the service's metrics until ``accept`` holds; the error names the URL, ``what`` and the last state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = read_state(url)
+        if accept(state):
+            return state
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"scoring service at {url} did not pick up {what} within {timeout:.0f}s (it reports {state})")
+        time.sleep(0.5)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,16 +27,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _field(default: Any = ..., description: str = "", **constraints: Any) -> Any:
+    """A setting with its one description (the JSON schema, ``slipway config --schema`` and the README table read it)."""
+    if callable(default):
+        return Field(default_factory=default, description=description, **constraints)
+    return Field(default, description=description, **constraints)
+
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
 class DataSettings(_Strict):
     """Where the raw data is and what its columns mean."""
 
-    source: str
-    entity: str
-    timestamp: str
-    label: str
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
-    ranges: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)
+    source: str = _field(description="the raw data: CSV or Parquet, a local path or an s3:// URI")
+    entity: str = _field(description="the entity id column")
+    timestamp: str = _field(description="the event timestamp column")
+    label: str = _field(description="the binary label column: 0/1, yes/no or true/false")
+    numeric: list[str] = _field(list, "numeric feature columns")
+    categorical: list[str] = _field(list, "categorical feature columns")
+    ranges: dict[str, tuple[float | None, float | None]] = _field(
+        dict, "inclusive [min, max] per numeric column (null leaves a side open); rows outside are quarantined"
+    )
 
     @property
     def features(self) -> list[str]:
@@ -64,112 +78,114 @@ class DataSettings(_Strict):
 class FaultSettings(_Strict):
     """Share of rows the generator corrupts, to exercise validation and quarantine."""
 
-    nulls: float = Field(0.0, ge=0, le=1)
-    out_of_range: float = Field(0.0, ge=0, le=1)
-    wrong_types: float = Field(0.0, ge=0, le=1)
-    duplicates: float = Field(0.0, ge=0, le=1)
-    broken_schema: bool = False
+    nulls: float = _field(0.0, "share of rows with a feature set to null", ge=0, le=1)
+    out_of_range: float = _field(0.0, "share of rows with a value outside data.ranges", ge=0, le=1)
+    wrong_types: float = _field(0.0, "share of rows with text in a numeric column", ge=0, le=1)
+    duplicates: float = _field(0.0, "share of rows repeated with the same key", ge=0, le=1)
+    broken_schema: bool = _field(False, "drop a declared column from the file altogether")
 
 
 class GenerateSettings(_Strict):
-    """The seeded demo-data generator; used when ``data.source`` does not exist yet."""
+    """The seeded demo-data generator (``slipway generate``, ``slipway demo``)."""
 
-    rows: int = Field(20_000, gt=0)
-    seed: int = 7
-    start: date = date(2026, 3, 1)
-    months: int = Field(6, gt=0)
-    covariate_drift: float = Field(0.0, ge=0, le=1)
-    concept_drift: float = Field(0.0, ge=0, le=1)
-    faults: FaultSettings = Field(default_factory=FaultSettings)
+    rows: int = _field(20_000, "leads to generate", gt=0)
+    seed: int = _field(7, "random seed: the same settings give the same file")
+    start: date = _field(date(2026, 3, 1), "first day of the generated period")
+    months: int = _field(6, "length of the generated period", gt=0)
+    covariate_drift: float = _field(0.0, "0..1: how far the feature mix moves from the reference market", ge=0, le=1)
+    concept_drift: float = _field(0.0, "0..1: how far the link between features and conversion moves", ge=0, le=1)
+    faults: FaultSettings = _field(FaultSettings, "rows corrupted on purpose")
 
 
 class FeatureSettings(_Strict):
     """How the gold features are named and kept in Feast."""
 
-    view: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "features"
-    service: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "model_input"
-    ttl_days: int = Field(365, gt=0)
+    view: Name = _field("features", "the Feast feature view")
+    service: Name = _field("model_input", "the Feast feature service: the model's input contract")
+    ttl_days: int = _field(365, "how long a feature value stays valid for point-in-time joins and online reads", gt=0)
 
 
 class TrainSettings(_Strict):
     """Hyper-parameter search and evaluation."""
 
-    n_trials: int = Field(20, gt=0)
-    workers: int = Field(1, gt=0)  # processes sharing the Optuna study; above 1 they split the cores
-    timeout_seconds: float | None = Field(None, gt=0)
-    seed: int = 7
-    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0, lt=0.5)
-    early_stopping_rounds: int = Field(30, gt=0)
-    max_estimators: int = Field(1000, gt=0)
-    top_k_fraction: float = Field(0.1, gt=0, le=1)
-    experiment: str = "slipway"
+    n_trials: int = _field(20, "Optuna trials (finished trials of a resumed study count)", gt=0)
+    workers: int = _field(1, "processes sharing the Optuna study; above 1 they split the cores", gt=0)
+    timeout_seconds: float | None = _field(None, "stop the search after this long (null: no limit)", gt=0)
+    seed: int = _field(7, "seed of the sampler and the models")
+    validation_fraction: float = _field(0.15, "share of rows, by time, for early stopping and model choice", gt=0, lt=0.5)
+    test_fraction: float = _field(0.15, "newest share of rows held out for evaluation and the promotion policy", gt=0, lt=0.5)
+    early_stopping_rounds: int = _field(30, "XGBoost rounds without validation gain before a trial stops", gt=0)
+    max_estimators: int = _field(1000, "upper bound on XGBoost trees per trial", gt=0)
+    top_k_fraction: float = _field(0.1, "share of top-scored rows for the precision/lift metrics", gt=0, le=1)
+    experiment: str = _field("slipway", "the MLflow experiment of the training runs")
 
 
 class RegistrySettings(_Strict):
     """The MLflow registered model this project owns."""
 
-    model_name: str = "lead-scoring"
+    model_name: str = _field("lead-scoring", "the MLflow registered model (aliases champion and challenger)")
 
 
 class PromotionSettings(_Strict):
     """Who may promote and how cautiously."""
 
-    approvers: list[str] = Field(default_factory=list)
-    shadow_seconds: float = Field(60, ge=0)
-    canary_steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
-    bake_seconds: float = Field(30, ge=0)
-    min_auc_gain: float = 0.02  # over the champion on the evaluation window; 0 means "no worse"
-    slices: list[str] = Field(default_factory=list)  # categorical columns whose groups must not regress
-    max_slice_regression: float = Field(0.05, ge=0)  # allowed ROC-AUC drop within any slice
-    min_slice_rows: int = Field(100, gt=0)  # smaller slices (or ones with one class) are not judged
-    min_shadow_samples: int = Field(200, ge=0)  # live rows scored in shadow before approval is asked
-    min_canary_samples: int = Field(20, ge=0)  # rows the challenger must serve in each canary step
-    max_error_rate: float = Field(0.01, ge=0, le=1)  # challenger scoring errors per row
-    max_p99_latency_ms: float = Field(250.0, gt=0)  # challenger p99 request latency in a canary step
-    max_score_psi: float = Field(0.25, ge=0)  # shift of challenger scores against the champion's
-    approval_timeout_seconds: int = Field(86_400, gt=0)  # no answer in time is a rejection
-    service_url: str = "http://127.0.0.1:3000"  # the scoring service whose traffic shadow and canary watch
+    approvers: list[str] = _field(list, "who may approve a promotion (never the requester)")
+    shadow_seconds: float = _field(60, "how long the challenger is scored in shadow before approval is asked", ge=0)
+    canary_steps: list[Annotated[int, Field(gt=0, le=100)]] = _field(
+        lambda: [10, 50, 100], "shares of traffic (%) the challenger serves, step by step"
+    )
+    bake_seconds: float = _field(30, "how long each canary step is watched before its health check", ge=0)
+    min_auc_gain: float = _field(0.02, "ROC-AUC gain over the champion on the evaluation window (0: no worse)")
+    slices: list[str] = _field(list, "categorical columns in whose groups the challenger must not regress")
+    max_slice_regression: float = _field(0.05, "allowed ROC-AUC drop within any slice", ge=0)
+    min_slice_rows: int = _field(100, "smaller slices (or ones with one class) are not judged", gt=0)
+    min_shadow_samples: int = _field(200, "live rows scored in shadow before approval is asked", ge=0)
+    min_canary_samples: int = _field(20, "rows the challenger must serve in each canary step", ge=0)
+    max_error_rate: float = _field(0.01, "challenger scoring errors per row, in shadow and canary", ge=0, le=1)
+    max_p99_latency_ms: float = _field(250.0, "challenger p99 request latency in a canary step", gt=0)
+    max_score_psi: float = _field(0.25, "shift of challenger scores against the champion's in a canary step", ge=0)
+    approval_timeout_seconds: int = _field(86_400, "no valid answer in this time is a rejection", gt=0)
+    service_url: str = _field("http://127.0.0.1:3000", "the scoring service whose traffic shadow and canary watch")
 
 
 class ServingSettings(_Strict):
     """The scoring service's limits and how it follows the registry."""
 
-    poll_seconds: float = Field(5.0, gt=0)
-    max_body_bytes: int = Field(1_000_000, gt=0)
-    max_rows: int = Field(1000, gt=0)
-    token_env: str = "SLIPWAY_API_TOKEN"  # the token itself never lives in the params file
-    log_flush_seconds: float = Field(1.0, gt=0)
-    log_queue_size: int = Field(100_000, gt=0)
-    lookup_timeout_seconds: float = Field(5.0, gt=0)  # feature store lookups slower than this answer 503
+    poll_seconds: float = _field(5.0, "how often the service re-reads aliases and routing", gt=0)
+    max_body_bytes: int = _field(1_000_000, "larger request bodies get 413", gt=0)
+    max_rows: int = _field(1000, "rows or entity ids per request", gt=0)
+    token_env: str = _field("SLIPWAY_API_TOKEN", "variable holding the bearer token; required by the service when set")
+    log_flush_seconds: float = _field(1.0, "how often the prediction log is written out", gt=0)
+    log_queue_size: int = _field(100_000, "prediction-log records held in memory before new ones are dropped", gt=0)
+    lookup_timeout_seconds: float = _field(5.0, "feature-store lookups slower than this answer 503", gt=0)
 
 
 class MonitorSettings(_Strict):
     """What the monitor compares, and when it calls for retraining."""
 
-    window_hours: float = Field(24.0, gt=0)  # the prediction-log window compared with the training reference
-    min_rows: int = Field(200, gt=0)  # fewer logged rows: no verdict
-    sample_rows: int = Field(50_000, gt=0)  # rows per side given to Evidently's statistical tests
-    max_feature_psi: float = Field(0.25, gt=0)  # any feature above this is drift
-    max_drifted_share: float = Field(0.5, gt=0, le=1)  # share of features Evidently's tests flag
-    max_score_psi: float = Field(0.25, gt=0)  # prediction drift
-    max_auc_drop: float = Field(0.05, gt=0)  # performance against the reference, once labels arrive
-    schedule_minutes: int = Field(60, gt=0)  # the monitor deployment's interval
-    retrain_every_days: int = Field(7, gt=0)  # scheduled retraining, drift or not
-    retrain_cooldown_seconds: float = Field(3600, ge=0)  # a burst of drift events retrains once
+    window_hours: float = _field(24.0, "the prediction-log window compared with the training reference", gt=0)
+    min_rows: int = _field(200, "fewer logged rows in the window: no verdict", gt=0)
+    sample_rows: int = _field(50_000, "rows per side given to Evidently's statistical tests", gt=0)
+    max_feature_psi: float = _field(0.25, "any feature with a PSI above this is drift", gt=0)
+    max_drifted_share: float = _field(0.5, "share of columns Evidently's tests flag above which it is drift", gt=0, le=1)
+    max_score_psi: float = _field(0.25, "prediction drift: PSI of the served scores", gt=0)
+    max_auc_drop: float = _field(0.05, "ROC-AUC drop against the holdout, once labels arrive", gt=0)
+    schedule_minutes: int = _field(60, "the monitor deployment's interval", gt=0)
+    retrain_every_days: int = _field(7, "scheduled retraining, drift or not", gt=0)
+    retrain_cooldown_seconds: float = _field(3600, "a retraining within this time of the last one does nothing", ge=0)
 
 
 class Settings(_Strict):
     """The whole of ``params.yaml``."""
 
-    data: DataSettings
-    generate: GenerateSettings | None = None
-    features: FeatureSettings = Field(default_factory=FeatureSettings)
-    train: TrainSettings = Field(default_factory=TrainSettings)
-    registry: RegistrySettings = Field(default_factory=RegistrySettings)
-    promotion: PromotionSettings = Field(default_factory=PromotionSettings)
-    serving: ServingSettings = Field(default_factory=ServingSettings)
-    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    data: DataSettings = _field(description="the dataset and its columns")
+    generate: GenerateSettings | None = _field(None, "demo data for slipway generate / demo (absent for real data)")
+    features: FeatureSettings = _field(FeatureSettings, "Feast names")
+    train: TrainSettings = _field(TrainSettings, "tuning and evaluation")
+    registry: RegistrySettings = _field(RegistrySettings, "the MLflow registry")
+    promotion: PromotionSettings = _field(PromotionSettings, "the promotion gate")
+    serving: ServingSettings = _field(ServingSettings, "the scoring service")
+    monitor: MonitorSettings = _field(MonitorSettings, "drift, performance and retraining")
 
     def fingerprint(self) -> str:
         """A stable hash of every setting, recorded as lineage on each model version."""
@@ -207,3 +223,51 @@ def load_settings(path: str | Path = "params.yaml") -> Settings:
     except yaml.YAMLError as exc:
         raise SettingsError(f"{file}: not valid YAML: {exc}") from None
     return parse_settings(raw, str(file))
+
+
+def settings_schema() -> dict[str, Any]:
+    """The JSON schema of ``params.yaml`` (``slipway config --schema``)."""
+    return Settings.model_json_schema()
+
+
+def _section(annotation: Any) -> type[_Strict] | None:
+    """The settings model a field holds (also inside ``X | None``), or None for a plain value."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, _Strict):
+            return candidate
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    """A type as a reader writes it: ``list[int]``, ``float | None`` (constraints are the schema's business)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    return "None" if annotation is type(None) else str(getattr(annotation, "__name__", annotation))
+
+
+def setting_rows(model: type[_Strict] = Settings, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, description) for every leaf setting, in declaration order."""
+    rows: list[tuple[str, str, str, str]] = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        section = _section(info.annotation)
+        if section is not None:
+            rows.extend(setting_rows(section, f"{key}."))
+            continue
+        default = "required" if info.is_required() else json.dumps(info.get_default(call_default_factory=True), default=str)
+        rows.append((key, _type_name(info.annotation), default, info.description or ""))
+    return rows
+
+
+def settings_table() -> str:
+    """The README's configuration table, generated from the settings' own descriptions."""
+    lines = ["| key | type | default | what it does |", "|---|---|---|---|"]
+    for key, kind, default, text in setting_rows():
+        cells = [f"`{key}`", f"`{kind}`", "required" if default == "required" else f"`{default}`", text]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"

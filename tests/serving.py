@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 from mlflow import MlflowClient
 
+from models.sample import build_sample_deployment
 from slipway.paths import Home
 from slipway.processes import answers, free_port, running_server
-from slipway.sample import build_sample_deployment
 from slipway.settings import Settings, load_settings
 from tests.conftest import preserved_environment, small_params, write_params
 

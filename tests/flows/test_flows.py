@@ -112,7 +112,7 @@ def test_package_builds_a_bento_with_the_served_versions(home: Path, tmp_path: P
 
     from flows.package import package
     from models.routing import Mode, Routing
-    from slipway.sample import build_sample_deployment
+    from models.sample import build_sample_deployment
     from slipway.settings import load_settings
 
     params = write_params(tmp_path / "params.yaml", small_params(tmp_path, rows=1500))
@@ -142,9 +142,9 @@ def test_champion_switch_rollback_and_history(home: Path, tmp_path: Path, capsys
     from flows.cli import history
     from flows.rollback import rollback
     from models import registry
+    from models.sample import build_sample_deployment
     from slipway.audit import AuditLog
     from slipway.paths import Home
-    from slipway.sample import build_sample_deployment
     from slipway.settings import load_settings
 
     params = write_params(tmp_path / "params.yaml", small_params(tmp_path, rows=1500))

@@ -18,7 +18,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import emit_event
 
 from flows.automations import ensure_automations
-from flows.monitor import DRIFT_EVENT
+from slipway.catalog import DRIFT_EVENT
 from slipway.processes import running_server
 from tests.conftest import REPO, write_params
 from tests.promotion.conftest import Stage

@@ -17,15 +17,16 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from xgboost import XGBClassifier
 
 from features.gold import to_feature_frame
-from flows.promote import LOCK_TAG, Promotion, canary
+from flows.promote import canary
 from models import training
 from models.comparison import Health
+from models.promotion import LOCK_TAG, Promotion
 from models.pyfunc import ScoringModel
 from models.registry import STATUS_TAG, alias_version
 from models.routing import Mode, Routing
+from models.sample import register_version, sample_split
 from slipway.audit import AuditLog
 from slipway.prediction_log import read_prediction_log
-from slipway.sample import register_version, sample_split
 from slipway.settings import load_settings
 from tests.conftest import REPO
 from tests.promotion.conftest import Stage

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from models.sample import clean_leads
 from slipway import lake
 from slipway.feature_store import open_store
 from slipway.paths import Home
-from slipway.sample import clean_leads
 from slipway.settings import load_settings
 from tests.conftest import REPO, slipway, small_params, write_params
 from tests.services.conftest import PrefectOnPostgres, RedisServer, feast_profile

@@ -1,0 +1,93 @@
+"""The service's scoring logic as plain functions: route each row, score each group, build the log records.
+
+Kept apart from the BentoML class so it is tested in-process with stub models;
+``bentos/service.py`` adds metrics, logging and HTTP around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from bentos.router import LoadedModel, Snapshot
+from models.routing import serves_challenger
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One request's answer: a score, the version that served it and any challenger error, per row."""
+
+    ids: list[str]
+    scores: np.ndarray
+    versions: list[str]
+    errors: list[str | None]
+    route: str
+
+
+def score_rows(
+    snap: Snapshot,
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    ids: list[str],
+    on_challenger_error: Callable[[str, int], None] = lambda version, rows: None,
+) -> Scored:
+    """Route each row by its key, score each version's rows in one call; a failing challenger falls back to the champion.
+
+    Raises only when the champion itself fails (or there is none): a challenger can never fail a request.
+    """
+    champion = snap.champion
+    if champion is None:
+        raise LookupError("no champion is loaded")
+    groups: dict[str, tuple[LoadedModel, list[int]]] = {}
+    for i, key in enumerate(keys):
+        model = snap.challenger if snap.challenger and serves_challenger(snap.routing, key) else champion
+        groups.setdefault(model.version, (model, []))[1].append(i)
+    scores = np.empty(len(rows))
+    versions: list[str] = [""] * len(rows)
+    errors: list[str | None] = [None] * len(rows)
+    for model, index in groups.values():
+        chosen = [rows[i] for i in index]
+        served = model
+        try:
+            scores[index] = model.scorer.predict(chosen)
+        except Exception as exc:
+            if model is champion:
+                raise
+            on_challenger_error(model.version, len(index))
+            message = f"v{model.version}: {type(exc).__name__}: {exc}"[:500]
+            scores[index] = champion.scorer.predict(chosen)
+            for i in index:
+                errors[i] = message
+            served = champion
+        for i in index:
+            versions[i] = served.version
+    # the router resets routing to champion whenever there is no challenger, so the mode is the route
+    return Scored(ids, scores, versions, errors, snap.routing.mode.value)
+
+
+def log_records(
+    scored: Scored, rows: Sequence[Mapping[str, Any]], entities: Sequence[str] | None, elapsed: float, now: datetime
+) -> list[Record]:
+    """One prediction-log record per row (the shadow columns are filled in later, off the request path)."""
+    return [
+        {
+            "request_id": scored.ids[i],
+            "time": now,
+            "entity": entities[i] if entities else None,
+            "features": dict(rows[i]),
+            "route": scored.route,
+            "served_version": scored.versions[i],
+            "score": float(scored.scores[i]),
+            "shadow_version": None,
+            "shadow_score": None,
+            "latency_ms": elapsed * 1000,
+            "error": scored.errors[i],
+        }
+        for i in range(len(rows))
+    ]

@@ -1,0 +1,145 @@
+"""The mechanics of a promotion, so the promote flow reads as its steps.
+
+Who asked for what and where each decision goes (:class:`Promotion`), the model's
+promotion lock, what the service must report for a routing to count as applied,
+the prediction-log windows a step is judged on, and the latency replay.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from models import registry
+from models.routing import Mode, Routing
+from slipway.audit import AuditLog
+from slipway.prediction_log import read_prediction_log
+from slipway.service_metrics import ServingState
+from slipway.settings import Settings
+
+LOCK_TAG = "slipway.promotion.flow_run"
+REPLAY_ROWS = 300  # logged rows each version is timed on, one at a time
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    model_name: str
+    challenger: str
+    champion_before: str | None
+    outcome: str  # promoted, rejected or rolled_back
+    reason: str
+    approver: str | None = None
+
+    def line(self) -> str:
+        return f"promotion {self.outcome}: {self.model_name} v{self.challenger}: {self.reason}"
+
+
+@dataclass
+class Promotion:
+    """The promotion in progress: who asked for what, and where its decisions go."""
+
+    settings: Settings
+    challenger: str
+    champion: str | None
+    requested_by: str
+    audit: AuditLog
+
+    @property
+    def name(self) -> str:
+        return self.settings.registry.model_name
+
+    def decide(self, event: str, actor: str, details: dict[str, Any]) -> None:
+        """One decision: appended to the audit log and put on the challenger's tags."""
+        self.audit.append(event, actor, self.name, self.challenger, details)
+        tags = {event: json.dumps(details, default=str, sort_keys=True)}
+        registry.record_decision(self.name, self.challenger, event, tags)
+
+
+def acquire_lock(name: str, run_id: str, holder_alive: Callable[[str], bool], audit: AuditLog) -> None:
+    """Take the model's promotion lock; reset routing left behind by a run that died."""
+    client = MlflowClient()
+    holder = (client.get_registered_model(name).tags or {}).get(LOCK_TAG)
+    if holder and holder != run_id:
+        if holder_alive(holder):
+            raise RuntimeError(f"{name!r}: promotion flow run {holder} is still in progress; wait for it or cancel it")
+        left = registry.current_routing(name)
+        registry.set_routing(name, Routing())
+        audit.append("promotion_recovered", "slipway", name, None, {"dead_run": holder, "routing_was": left.mode})
+    client.set_registered_model_tag(name, LOCK_TAG, run_id)
+
+
+def release_lock(name: str) -> None:
+    """Leave champion-only routing behind (any exit short of success) and drop the lock."""
+    if registry.current_routing(name).mode is not Mode.CHAMPION:
+        registry.set_routing(name, Routing())
+    MlflowClient().delete_registered_model_tag(name, LOCK_TAG)
+
+
+def applied(routing: Routing, challenger: str) -> Callable[[ServingState], bool]:
+    """What the service must report for ``routing`` of ``challenger`` to have taken effect."""
+    if routing.mode is Mode.CHAMPION:
+        return lambda s: s.challenger is None
+    return lambda s: (
+        s.challenger == challenger and s.shadow == (routing.mode is Mode.SHADOW) and s.canary_percent == routing.canary_percent
+    )
+
+
+def wait_with_progress(seconds: float, what: str, count: Callable[[], int], every: float = 10.0) -> None:
+    """Wait ``seconds``, printing how many rows have arrived every ``every`` seconds."""
+    started = time.monotonic()
+    while (left := seconds - (time.monotonic() - started)) > 0:
+        time.sleep(min(every, left))
+        print(f"{what}: {min(seconds, time.monotonic() - started):.0f}/{seconds:.0f}s, {count()} rows so far")
+
+
+def rows_with(predictions: Path, version: str, column: str, since: datetime) -> Callable[[], int]:
+    """A progress counter: logged rows since ``since`` whose ``column`` names ``version``."""
+    return lambda: int((read_prediction_log(predictions, since)[column].astype(str) == version).sum())
+
+
+def log_window(predictions: Path, since: datetime, flush_seconds: float) -> pd.DataFrame:
+    """The prediction log since ``since``, once the service's writer has flushed the window's tail."""
+    time.sleep(2 * flush_seconds)
+    return read_prediction_log(predictions, since)
+
+
+def replay_latency(name: str, versions: tuple[str, str], window: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row scoring time (ms) of both versions on the same logged rows."""
+    rows = [json.loads(f) for f in window["features"].head(REPLAY_ROWS)]
+    out = []
+    for version in versions:
+        scorer = registry.load_scorer(name, version)
+        times = []
+        for row in rows:
+            started = time.perf_counter()
+            scorer.predict([row])
+            times.append((time.perf_counter() - started) * 1000)
+        out.append(np.asarray(times))
+    return out[0], out[1]
+
+
+def record_report(name: str, version: str, markdown: str, report: dict[str, Any], started: datetime) -> None:
+    """The shadow report as MLflow artifacts on the version's run."""
+    client = MlflowClient()
+    run_id = client.get_model_version(name, version).run_id
+    if run_id:
+        client.log_text(run_id, markdown, f"promotion/shadow_report_{started:%Y%m%dT%H%M%S}.md")
+        client.log_dict(run_id, report, f"promotion/shadow_report_{started:%Y%m%dT%H%M%S}.json")
+
+
+def approval_form_text(p: Promotion, report_markdown: str, notice: str) -> str:
+    """The markdown the Prefect UI shows above the approval form."""
+    approvers = ", ".join(p.settings.promotion.approvers) or "(none configured)"
+    return (
+        f"{notice}# Promote {p.name} v{p.challenger} to champion?\n\n"
+        f"Requested by **{p.requested_by}**. Approvers: {approvers}; the requester cannot approve.\n\n{report_markdown}"
+    )
