@@ -74,6 +74,8 @@ def stop_group(pid: int, grace: float = 20.0) -> bool:
         return False
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):  # a leader started by this process stays a zombie until reaped
+            os.waitpid(pid, os.WNOHANG)
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:

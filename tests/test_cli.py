@@ -14,6 +14,8 @@ from mlflow import MlflowClient
 
 from tests.conftest import REPO, slipway, small_params, write_params
 
+pytestmark = pytest.mark.e2e  # starts real servers or processes
+
 
 @pytest.fixture
 def env(tmp_path: Path, prefect_server: str) -> dict[str, str]:

@@ -16,6 +16,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from slipway.processes import free_port
 from tests.conftest import slipway, small_params, write_params
 
+pytestmark = pytest.mark.e2e  # starts real servers or processes
+
 
 def test_up_serves_every_flow_as_a_deployment_and_down_stops_it(tmp_path: Path, prefect_server: str) -> None:
     raw = small_params(tmp_path, rows=1500)

@@ -20,6 +20,8 @@ from slipway.prediction_log import read_prediction_log
 from slipway.service_metrics import read_state
 from tests.serving import Served
 
+pytestmark = pytest.mark.e2e  # starts real servers or processes
+
 
 def post(served: Served, path: str, body: Any, **headers: str) -> httpx.Response:
     return httpx.post(f"{served.url}{path}", json=body, headers=headers, timeout=30)
@@ -151,6 +153,7 @@ from datetime import datetime, timezone
 from slipway.paths import prepare_environment
 prepare_environment()
 from slipway.feature_store import open_store
+
 store = open_store()
 deadline = time.monotonic() + float(sys.argv[1])
 runs = 0

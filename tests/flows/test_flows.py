@@ -16,6 +16,8 @@ from slipway.feature_store import open_store
 from slipway.settings import load_settings
 from tests.conftest import small_params, write_params
 
+pytestmark = pytest.mark.e2e  # starts real servers or processes
+
 
 def test_lead_pipeline_registers_a_challenger_with_lineage(home: Path, tmp_path: Path) -> None:
     params = str(write_params(tmp_path / "params.yaml", small_params(tmp_path, nulls=0.01, duplicates=0.01)))

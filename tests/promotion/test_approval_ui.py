@@ -17,6 +17,9 @@ from selenium.webdriver.support.wait import WebDriverWait
 from tests.promotion.conftest import Stage
 from tests.promotion.test_promote import EXIT_REFUSED, LENIENT, finish
 
+pytestmark = pytest.mark.e2e  # starts real servers or processes
+
+
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 

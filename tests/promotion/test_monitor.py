@@ -23,6 +23,8 @@ from slipway.processes import running_server
 from tests.conftest import REPO, write_params
 from tests.promotion.conftest import Stage
 
+pytestmark = pytest.mark.e2e  # starts real servers or processes
+
 
 def monitor(stage: Stage, params: Path, seconds: float) -> tuple[int, str]:
     """Run the monitor flow over the last ``seconds`` of the prediction log, as a CLI user would.

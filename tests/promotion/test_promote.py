@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import mlflow
 import numpy as np
+import pytest
 from prefect import flow
 from prefect.events.filters import EventFilter, EventNameFilter
 from xgboost import XGBClassifier
@@ -30,6 +31,8 @@ from slipway.prediction_log import read_prediction_log
 from slipway.settings import load_settings
 from tests.conftest import REPO
 from tests.promotion.conftest import Stage
+
+pytestmark = pytest.mark.e2e  # starts real servers or processes
 
 EXIT_REFUSED = 4
 # The sample's v2 is no better than v1 and calibrated differently (score PSI about 0.6 against v1),

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from slipway.settings import SettingsError, load_settings, parse_settings
+from slipway.settings import SettingsError, load_settings, parse_settings, setting_rows, settings_schema, settings_table
 from tests.conftest import REPO
 
 MINIMAL = {"data": {"source": "x.csv", "entity": "id", "timestamp": "t", "label": "y", "numeric": ["a"]}}
@@ -54,3 +54,18 @@ def test_settings_are_frozen_and_fingerprint_tracks_content() -> None:
     assert a.fingerprint() != b.fingerprint()
     with pytest.raises(Exception, match="frozen"):
         a.train.n_trials = 1  # type: ignore[misc]
+
+
+def test_the_readme_configuration_table_is_generated_from_the_settings() -> None:
+    readme = (REPO / "README.md").read_text()
+    start, end = "<!-- settings-table:start -->\n", "<!-- settings-table:end -->"
+    shown = readme[readme.index(start) + len(start) : readme.index(end)]
+    assert shown == settings_table(), "README's configuration table is stale: paste `slipway config --table` between its markers"
+
+
+def test_every_setting_has_a_description_and_the_schema_carries_it() -> None:
+    rows = setting_rows()
+    assert len(rows) > 50 and all(description for *_, description in rows), [k for k, *_, d in rows if not d]
+    schema = settings_schema()
+    assert schema["$defs"]["TrainSettings"]["properties"]["n_trials"]["description"].startswith("Optuna trials")
+    assert schema["$defs"]["TrainSettings"]["additionalProperties"] is False  # strict: unknown keys are errors

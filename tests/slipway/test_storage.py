@@ -63,6 +63,7 @@ def test_csv_and_parquet_sources_parse_to_the_same_rows(tmp_path: Path) -> None:
     assert from_csv["page_views"].tolist() == from_parquet["page_views"].tolist()
 
 
+@pytest.mark.e2e  # an S3-compatible server (moto) as a process
 def test_s3_source_is_read_through_boto3(s3_env: str, tmp_path: Path) -> None:
     path = tmp_path / "leads.csv"
     write_generated(generate_leads(GenerateSettings(rows=100)), str(path))
@@ -74,6 +75,7 @@ def test_s3_source_is_read_through_boto3(s3_env: str, tmp_path: Path) -> None:
     assert len(storage.parse(batch)) == 100
 
 
+@pytest.mark.e2e  # an S3-compatible server (moto) as a process
 def test_missing_s3_object_names_the_uri(s3_env: str) -> None:
     boto3.client("s3").create_bucket(Bucket="empty")
     with pytest.raises(storage.SourceError, match=r"s3://empty/none\.csv"):

@@ -1,0 +1,82 @@
+"""The router in-process: it follows the registry, and keeps the last good snapshot when the registry fails."""
+
+from __future__ import annotations
+
+from bentos.router import LoadedModel, ModelRouter, RegistryView, Snapshot
+from models.routing import Mode, Routing
+from tests.bentos.stubs import Linear, model
+
+
+class FakeRegistry:
+    """Aliases and tags as the poller reads them, with a switch to make the registry unreachable."""
+
+    def __init__(self) -> None:
+        self.aliases: dict[str, str] = {"champion": "1"}
+        self.tags: dict[str, str] = {}
+        self.down = False
+        self.loads: list[str] = []
+        self.unloadable: set[str] = set()
+
+    def read(self) -> RegistryView:
+        if self.down:
+            raise ConnectionError("registry database is unreachable")
+        return dict(self.aliases), dict(self.tags)
+
+    def load(self, version: str) -> LoadedModel:
+        self.loads.append(version)
+        if version in self.unloadable:
+            raise ValueError(f"artifact of v{version} is corrupt")
+        return model(version, Linear(0.0))
+
+
+def router(registry: FakeRegistry, published: list[Snapshot] | None = None) -> ModelRouter:
+    sink = published.append if published is not None else (lambda _: None)
+    return ModelRouter("m", 3600, sink, read=registry.read, load=registry.load, poll=False)
+
+
+def test_follows_aliases_and_routing_and_loads_each_version_once() -> None:
+    registry, published = FakeRegistry(), list[Snapshot]()
+    r = router(registry, published)
+    assert r.snapshot.champion is not None and r.snapshot.champion.version == "1" and r.snapshot.challenger is None
+    registry.aliases["challenger"] = "2"
+    registry.tags.update(Routing(Mode.CANARY, 50).to_tags())
+    snap = r.refresh()
+    assert snap.challenger is not None and snap.challenger.version == "2" and snap.routing == Routing(Mode.CANARY, 50)
+    r.refresh()
+    assert registry.loads == ["1", "2"]  # cached, not reloaded on every poll
+    assert [s.routing.mode for s in published] == [Mode.CHAMPION, Mode.CANARY, Mode.CANARY]
+
+
+def test_an_unreachable_registry_keeps_the_last_good_snapshot() -> None:
+    registry = FakeRegistry()
+    registry.aliases["challenger"] = "2"
+    registry.tags.update(Routing(Mode.SHADOW).to_tags())
+    r = router(registry)
+    good = r.snapshot
+    registry.down = True
+    assert r.refresh() is good and r.last_error is not None and "unreachable" in r.last_error
+    registry.down = False
+    r.refresh()
+    assert r.last_error is None
+
+
+def test_routing_without_a_loadable_challenger_is_champion_only() -> None:
+    registry = FakeRegistry()
+    registry.aliases["challenger"] = "2"
+    registry.unloadable.add("2")
+    registry.tags.update(Routing(Mode.CANARY, 100).to_tags())
+    snap = router(registry).snapshot
+    assert snap.champion is not None and snap.challenger is None and snap.routing == Routing()
+    registry.aliases["challenger"] = "1"  # challenger alias on the champion: nothing to route to
+    registry.unloadable.clear()
+    assert router(registry).snapshot.routing == Routing()
+
+
+def test_a_retired_version_leaves_the_cache() -> None:
+    registry = FakeRegistry()
+    r = router(registry)
+    registry.aliases["champion"] = "2"
+    r.refresh()
+    registry.aliases["champion"] = "1"
+    r.refresh()
+    assert registry.loads == ["1", "2", "1"]  # v1 was dropped when v2 took over, so it is loaded again
