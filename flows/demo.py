@@ -15,7 +15,6 @@ for a look around (``slipway down`` stops it).
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from models.registry import CHALLENGER, CHAMPION, alias_version, holdout_auc
 from slipway import lake
 from slipway.datagen import generate_leads, write_generated
 from slipway.paths import Home
-from slipway.processes import free_port
+from slipway.processes import free_port, port_is_free
 from slipway.settings import Settings, load_settings
 from slipway.traffic import Traffic
 
@@ -131,7 +130,13 @@ def _drifted_batch(settings: Settings, path: Path) -> pd.DataFrame:
     """A month of leads from a changed market: new channel mix, less engagement, a shifted conversion concept."""
     assert settings.generate is not None
     cfg = settings.generate.model_copy(
-        update={"rows": 8000, "seed": settings.generate.seed + 1, "months": 1, "covariate_drift": 1.0, "concept_drift": 1.0}
+        update={
+            "rows": min(8000, settings.generate.rows),
+            "seed": settings.generate.seed + 1,
+            "months": 1,
+            "covariate_drift": 1.0,
+            "concept_drift": 1.0,
+        }
     )  # with the configured faults: ingest quarantines them, and the demo's traffic sends only the clean rows
     cfg = cfg.model_copy(update={"start": (pd.Timestamp(cfg.start) + pd.DateOffset(months=settings.generate.months)).date()})
     data = generate_leads(cfg)
@@ -139,17 +144,12 @@ def _drifted_batch(settings: Settings, path: Path) -> pd.DataFrame:
     return data.frame
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
-
-
 def run_demo(params: str) -> None:
     demo = Demo(params)
     s, name = demo.settings, demo.settings.registry.model_name
     demo.say(f"slipway demo: the whole loop on generated data (params derived from {params}: {demo.params})")
     demo.say("1/8 local stack: Prefect server, scoring service, every flow as a deployment, retraining automations")
-    stack = up(str(demo.params), 4200 if not os.environ.get("PREFECT_API_URL") and _free(4200) else free_port(), None)
+    stack = up(str(demo.params), 4200 if not os.environ.get("PREFECT_API_URL") and port_is_free(4200) else free_port(), None)
     demo.api = f"{stack['prefect']['url']}/api"
     traffic = Traffic(s.promotion.service_url, per_second=40)
     with temporary_settings(updates={PREFECT_API_URL: demo.api}):

@@ -12,8 +12,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-import mlflow
-import numpy as np
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -25,19 +23,8 @@ from pydantic import Field
 
 from flows.common import evaluation_window, home, latest_labels, load_params
 from models import comparison, policy, registry
-from models.promotion import (
-    Promotion,
-    PromotionResult,
-    acquire_lock,
-    applied,
-    approval_form_text,
-    log_window,
-    record_report,
-    release_lock,
-    replay_latency,
-    rows_with,
-    wait_with_progress,
-)
+from models import promotion as steps
+from models.promotion import Promotion, PromotionResult
 from models.routing import Mode, Routing
 from slipway.audit import AuditLog
 from slipway.catalog import PROMOTION_EVENT_PREFIX, model_resource
@@ -68,13 +55,7 @@ def end(p: Promotion, outcome: str, reason: str, approver: str | None = None) ->
 @task(cache_policy=NO_CACHE)
 def check_policy(p: Promotion) -> policy.PolicyVerdict:
     """Score both versions on the evaluation window (the newest, held-out slice of gold, read through Feast)."""
-    window = evaluation_window(p.settings)
-    x, y = window.X[p.settings.data.features], np.asarray(window.y, dtype=int)
-
-    def score(version: str) -> np.ndarray:
-        return np.asarray(mlflow.pyfunc.load_model(f"models:/{p.name}/{version}").predict(x), dtype=float)
-
-    return policy.evaluate(y, score(p.challenger), score(p.champion) if p.champion else None, x, p.settings.promotion)
+    return steps.judge_policy(p, evaluation_window(p.settings))
 
 
 def route(p: Promotion, routing: Routing) -> ServingState:
@@ -82,7 +63,7 @@ def route(p: Promotion, routing: Routing) -> ServingState:
     registry.set_routing(p.name, routing)
     timeout = max(90.0, 10 * p.settings.serving.poll_seconds)
     what = f"{routing.mode} routing at {routing.canary_percent}%"
-    return wait_for_state(p.settings.promotion.service_url, applied(routing, p.challenger), what, timeout)
+    return wait_for_state(p.settings.promotion.service_url, steps.applied(routing, p.challenger), what, timeout)
 
 
 @task(cache_policy=NO_CACHE)
@@ -93,15 +74,15 @@ def shadow(p: Promotion) -> comparison.ShadowReport:
     route(p, Routing(Mode.SHADOW))
     started = datetime.now(UTC)  # the window opens once the service shadows
     p.decide("shadow_started", "slipway", {"seconds": cfg.shadow_seconds})
-    wait_with_progress(
-        cfg.shadow_seconds, f"shadow v{p.challenger}", rows_with(predictions, p.challenger, "shadow_version", started)
+    steps.wait_with_progress(
+        cfg.shadow_seconds, f"shadow v{p.challenger}", steps.rows_with(predictions, p.challenger, "shadow_version", started)
     )
-    window = log_window(predictions, started, p.settings.serving.log_flush_seconds)
-    latency = replay_latency(p.name, (p.champion, p.challenger), window)
+    window = steps.log_window(predictions, started, p.settings.serving.log_flush_seconds)
+    latency = steps.replay_latency(p.name, (p.champion, p.challenger), window)
     report = comparison.shadow_report(window, p.champion, p.challenger, latest_labels(p.settings), latency, cfg)
     markdown = report.to_markdown()
     create_markdown_artifact(key="shadow-report", markdown=markdown, description=f"v{p.challenger} vs v{p.champion}")
-    record_report(p.name, p.challenger, markdown, report.as_dict(), started)
+    steps.record_report(p.name, p.challenger, markdown, report.as_dict(), started)
     p.decide("shadow_report", "slipway", report.as_dict())
     return report
 
@@ -111,7 +92,7 @@ def await_approval(p: Promotion, report_markdown: str) -> Approval | None:
     cfg = p.settings.promotion
     deadline, notice = time.monotonic() + cfg.approval_timeout_seconds, ""
     while (remaining := int(deadline - time.monotonic())) > 0:
-        description = approval_form_text(p, report_markdown, notice)
+        description = steps.approval_form_text(p, report_markdown, notice)
         form = Approval.with_initial_data(description=description, approver="", approved=False, comment="")
         p.decide("approval_requested", p.requested_by, {"timeout_seconds": remaining})
         try:
@@ -137,9 +118,9 @@ def canary(p: Promotion) -> comparison.Health | None:
         route(p, Routing(Mode.CANARY, percent))
         started = datetime.now(UTC)  # the step's window opens once the service routes this share
         p.decide("canary_step", "slipway", {"percent": percent, "bake_seconds": cfg.bake_seconds})
-        counter = rows_with(predictions, p.challenger, "served_version", started)
-        wait_with_progress(cfg.bake_seconds, f"canary v{p.challenger} at {percent}%", counter)
-        window = log_window(predictions, started, p.settings.serving.log_flush_seconds)
+        counter = steps.rows_with(predictions, p.challenger, "served_version", started)
+        steps.wait_with_progress(cfg.bake_seconds, f"canary v{p.challenger} at {percent}%", counter)
+        window = steps.log_window(predictions, started, p.settings.serving.log_flush_seconds)
         reported = read_state(cfg.service_url).model_errors.get(p.challenger, 0.0) - errors_before
         health = comparison.canary_health(window, p.champion, p.challenger, percent, cfg, int(reported))
         p.decide("canary_health", "slipway", health.as_dict())
@@ -161,7 +142,7 @@ def promote(params: str = "params.yaml", requested_by: str = "unknown", version:
     champion = registry.alias_version(name, registry.CHAMPION)
     if challenger == champion:
         raise RuntimeError(f"{name!r} v{challenger} is already the champion")
-    acquire_lock(name, current_flow_run_id(), flow_run_alive, audit)
+    steps.acquire_lock(name, current_flow_run_id(), flow_run_alive, audit)
     p = Promotion(settings, challenger, champion, requested_by, audit)
     try:
         p.decide("promotion_requested", requested_by, {"champion": champion, "flow_run": current_flow_run_id()})
@@ -189,4 +170,4 @@ def promote(params: str = "params.yaml", requested_by: str = "unknown", version:
             wait_for_state(settings.promotion.service_url, lambda s: s.champion == challenger, f"champion v{challenger}", 60)
         return end(p, "promoted", reason, answer.approver)
     finally:
-        release_lock(name)
+        steps.release_lock(name)

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from features.gold import MISSING_CATEGORY
 from models.comparison import psi
+from models.metrics import roc_auc_or_none
 from slipway.settings import DataSettings, MonitorSettings
 
 FEATURE_BINS = 10
@@ -60,10 +60,6 @@ class DriftVerdict:
         return asdict(self)
 
 
-def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
-    return float(roc_auc_score(y, score)) if len(y) and 0 < y.sum() < len(y) else None
-
-
 def judge(
     rows: int,
     psis: dict[str, float],
@@ -89,7 +85,7 @@ def judge(
         drift.append(f"Evidently flags {drifted_share:.0%} of features (bound {cfg.max_drifted_share:.0%})")
     if score_psi > cfg.max_score_psi:
         drift.append(f"prediction drift: score PSI {score_psi:.3f} > {cfg.max_score_psi}")
-    current_auc = _auc(*current_performance)
+    current_auc = roc_auc_or_none(*current_performance)
     labelled = len(current_performance[0])
     degraded = []
     if (

@@ -20,3 +20,9 @@ def classification_metrics(y: np.ndarray, score: np.ndarray, top_k_fraction: flo
         "recall_at_k": float(y[top].sum() / positives),
         "positive_rate": float(y.mean()),
     }
+
+
+def roc_auc_or_none(y: np.ndarray, score: np.ndarray) -> float | None:
+    """ROC-AUC, or None when it is undefined (no rows, or a single label class)."""
+    y = np.asarray(y)
+    return float(roc_auc_score(y, score)) if len(y) and 0 < y.sum() < len(y) else None

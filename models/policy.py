@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
+from models.metrics import roc_auc_or_none
 from slipway.settings import PromotionSettings
 
 
@@ -25,10 +25,6 @@ class PolicyVerdict:
         return "passed" if self.passed else "; ".join(self.reasons)
 
 
-def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
-    return float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else None
-
-
 def evaluate(
     y: np.ndarray,
     challenger: np.ndarray,
@@ -40,14 +36,14 @@ def evaluate(
 
     With no champion yet, the challenger only has to be better than chance.
     """
-    overall = _auc(y, challenger)
+    overall = roc_auc_or_none(y, challenger)
     if overall is None:
         return PolicyVerdict(False, ["the evaluation window has a single label class"])
     metrics = {"challenger_roc_auc": overall}
     if champion is None:
         passed = overall > 0.5
         return PolicyVerdict(passed, [] if passed else [f"ROC-AUC {overall:.4f} is no better than chance"], metrics)
-    baseline = _auc(y, champion)
+    baseline = roc_auc_or_none(y, champion)
     assert baseline is not None
     metrics["champion_roc_auc"] = baseline
     metrics["roc_auc_gain"] = overall - baseline
@@ -58,7 +54,7 @@ def evaluate(
         for group, index in slices.groupby(column, observed=True).indices.items():
             if len(index) < cfg.min_slice_rows:
                 continue
-            new, old = _auc(y[index], challenger[index]), _auc(y[index], champion[index])
+            new, old = roc_auc_or_none(y[index], challenger[index]), roc_auc_or_none(y[index], champion[index])
             if new is None or old is None:
                 continue
             metrics[f"slice_{column}={group}_roc_auc_change"] = new - old

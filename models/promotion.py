@@ -15,11 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from models import registry
+from models import policy, registry, training
 from models.routing import Mode, Routing
 from slipway.audit import AuditLog
 from slipway.prediction_log import read_prediction_log
@@ -134,6 +135,16 @@ def record_report(name: str, version: str, markdown: str, report: dict[str, Any]
     if run_id:
         client.log_text(run_id, markdown, f"promotion/shadow_report_{started:%Y%m%dT%H%M%S}.md")
         client.log_dict(run_id, report, f"promotion/shadow_report_{started:%Y%m%dT%H%M%S}.json")
+
+
+def judge_policy(p: Promotion, window: training.Part) -> policy.PolicyVerdict:
+    """Both versions' pyfuncs score the window; the policy compares them overall and per slice."""
+    x, y = window.X[p.settings.data.features], np.asarray(window.y, dtype=int)
+
+    def score(version: str) -> np.ndarray:
+        return np.asarray(mlflow.pyfunc.load_model(f"models:/{p.name}/{version}").predict(x), dtype=float)
+
+    return policy.evaluate(y, score(p.challenger), score(p.champion) if p.champion else None, x, p.settings.promotion)
 
 
 def approval_form_text(p: Promotion, report_markdown: str, notice: str) -> str:

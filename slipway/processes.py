@@ -27,6 +27,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing accepts connections on ``host:port`` right now."""
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) != 0
+
+
 def answers(url: str) -> Callable[[], bool]:
     """Ready when a GET on ``url`` returns 200."""
 

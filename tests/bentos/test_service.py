@@ -217,31 +217,15 @@ def test_feature_store_failure_is_503_and_recovers(served: Served) -> None:
     assert post(served, "/predict_entities", {"entity_ids": served.entity_ids[:2]}).status_code == 200  # no restart
 
 
-def test_slipway_serve_starts_the_service(served: Served) -> None:
-    from slipway.processes import free_port
+def test_slipway_serve_starts_the_service(served: Served, tmp_path: Path) -> None:
+    from slipway.processes import answers, free_port, running_server
 
     port = free_port()
     slipway = str(Path(sys.executable).parent / "slipway")
-    proc = subprocess.Popen(
-        [slipway, "serve", "--params", served.env["SLIPWAY_PARAMS"], "--port", str(port)],
-        env=served.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+    command = [slipway, "serve", "--params", served.env["SLIPWAY_PARAMS"], "--port", str(port)]
+    with running_server(command, answers(f"http://127.0.0.1:{port}/readyz"), tmp_path / "serve.log", env=served.env, timeout=120):
         response = httpx.post(f"http://127.0.0.1:{port}/predict", json={"rows": served.rows[:1]}, timeout=10)
         assert response.status_code == 200 and response.json()["predictions"][0]["model_version"] == "1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     time.sleep(2)
     with pytest.raises(httpx.HTTPError):  # the server went down with the command: nothing left behind
         httpx.get(f"http://127.0.0.1:{port}/livez", timeout=2)

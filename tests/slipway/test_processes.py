@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from slipway.processes import answers, free_port, running_server, start_detached, stop_group
+from slipway.processes import answers, free_port, port_is_free, running_server, start_detached, stop_group
 
 
 class _Ok(BaseHTTPRequestHandler):
@@ -31,6 +31,10 @@ def http_url() -> Iterator[str]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+
+
+def test_port_is_free_tells_a_listening_port_from_a_free_one(http_url: str) -> None:
+    assert not port_is_free(int(http_url.rsplit(":", 1)[1])) and port_is_free(free_port())
 
 
 def test_answers_only_on_200(http_url: str) -> None:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -15,33 +12,31 @@ import pytest
 
 from slipway import storage
 from slipway.datagen import generate_leads, write_generated
+from slipway.processes import free_port, running_server
 from slipway.settings import GenerateSettings
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's standalone S3-compatible server, as a separate process."""
-    port = _free_port()
+    port = free_port()
     server = str(Path(sys.executable).parent / "moto_server")
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with running_server(
+        [server, "-H", "127.0.0.1", "-p", str(port)], _answers_at_all(url), tmp_path_factory.mktemp("moto") / "moto.log"
+    ):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+
+
+def _answers_at_all(url: str) -> Callable[[], bool]:
+    def probe() -> bool:
+        try:
+            httpx.get(url, timeout=1)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    return probe
 
 
 @pytest.fixture
