@@ -78,3 +78,12 @@ def latest_labels(labels: pd.DataFrame, data: DataSettings) -> pd.Series:
     newest = labels.sort_values(data.timestamp).drop_duplicates(data.entity, keep="last").set_index(data.entity)[data.label]
     newest.index = newest.index.astype(str)
     return newest
+
+
+KNOWN = "_slipway_known"  # set on entity-table rows, so a join can tell unknown entities from missing features
+
+
+def latest_per_entity(frame: pd.DataFrame, data: DataSettings) -> pd.DataFrame:
+    """Each entity's newest feature row (the rows of one entity must all be in ``frame``)."""
+    newest = frame.sort_values([data.entity, data.timestamp], kind="stable").drop_duplicates(data.entity, keep="last")
+    return newest.assign(**{KNOWN: True})

@@ -34,10 +34,12 @@ RUNNER_LIMIT = 4  # flow runs at once; a paused promotion holds a slot while it 
 
 def deployments(params: str, resolve: bool = True) -> list[RunnerDeployment]:
     """One deployment per flow; ``resolve`` turns ``params`` into this machine's absolute path."""
-    monitor = load_settings(params).monitor  # a broken params file fails here, naming the key, not in every run
+    settings = load_settings(params)  # a broken params file fails here, naming the key, not in every run
+    monitor = settings.monitor
     absolute = str(Path(params).resolve()) if resolve else params
     extra: dict[str, dict[str, Any]] = {
         "monitor": {"interval": timedelta(minutes=monitor.schedule_minutes)},
+        "score": {"cron": settings.batch.schedule_cron},
         "retrain": {
             "interval": timedelta(days=monitor.retrain_every_days),
             # one retraining at a time; events arriving meanwhile are dropped, not queued

@@ -24,7 +24,7 @@ from flows.common import home, latest_labels, load_params
 from models import drift, monitoring, registry
 from slipway import lake
 from slipway.catalog import DEGRADED_EVENT, DRIFT_EVENT, model_resource
-from slipway.prediction_log import read_prediction_log
+from slipway.prediction_log import read_batch_log, read_prediction_log
 from slipway.settings import Settings
 from slipway.tracking import use_experiment
 
@@ -54,8 +54,11 @@ def reference_frame(settings: Settings, champion: str) -> pd.DataFrame:
 
 @task(cache_policy=NO_CACHE)
 def current_frame(settings: Settings, since: datetime) -> pd.DataFrame:
-    """Logged predictions since ``since``."""
-    return monitoring.decode(read_prediction_log(home().predictions, since), settings.data)
+    """Predictions since ``since``: the service's log and the batch runs' (the nightly population is traffic too)."""
+    live = monitoring.decode(read_prediction_log(home().predictions, since), settings.data)
+    columns = [*settings.data.features, "entity", monitoring.SCORE, "time"]
+    scored = read_batch_log(home().batch_predictions, since, columns).drop(columns="time", errors="ignore")
+    return pd.concat([live, scored.reindex(columns=live.columns)], ignore_index=True) if len(scored) else live
 
 
 @task(cache_policy=NO_CACHE)

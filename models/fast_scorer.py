@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from features.gold import MISSING_CATEGORY
@@ -71,8 +72,30 @@ class FastScorer:
                     out[i, position] = 1.0
         return out
 
+    def frame_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The same matrix as :meth:`matrix`, built column by column from a typed frame (batch scoring)."""
+        layout = self.layout
+        out = np.zeros((len(frame), layout.width), dtype=np.float32 if self._booster is not None else float)
+        for j, column in enumerate(layout.numeric):
+            out[:, j] = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        rows = np.arange(len(frame))
+        for column, positions in layout.categorical:
+            values = frame[column].astype(object).where(frame[column].notna(), MISSING_CATEGORY).astype(str)
+            position = values.map(positions).to_numpy(dtype=float, na_value=np.nan)
+            known = ~np.isnan(position)  # unseen category: all zeros, as handle_unknown="ignore"
+            out[rows[known], position[known].astype(int)] = 1.0
+        return out
+
+    def predict_frame(self, frame: pd.DataFrame, threads: int = 1) -> np.ndarray:
+        """Scores for every row of a frame of raw features, equal to :meth:`predict` on the same rows."""
+        if self._booster is not None:
+            self._booster.set_param({"nthread": threads})
+        return self._scores(self.frame_matrix(frame))
+
     def predict(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        x = self.matrix(rows)
+        return self._scores(self.matrix(rows))
+
+    def _scores(self, x: np.ndarray) -> np.ndarray:
         if self._booster is not None:
             return np.asarray(self._booster.inplace_predict(x), dtype=float)
         n = len(self.layout.numeric)

@@ -7,7 +7,6 @@ model needs nothing but raw features.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier
 
 from features.gold import to_feature_frame
+from slipway.processes import cpu_threads
 from slipway.settings import DataSettings, TrainSettings
 
 
@@ -77,11 +77,6 @@ def preprocessor(data: DataSettings, scale: bool) -> ColumnTransformer:
         ],
         verbose_feature_names_out=False,
     )
-
-
-def cpu_threads() -> int:
-    """The cores this process may use (its affinity mask, which containers and ``taskset`` narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def fit_xgboost(

@@ -27,7 +27,8 @@ from optuna_integration import XGBoostPruningCallback
 from sqlalchemy.engine import make_url
 
 from models.metrics import classification_metrics
-from models.training import Split, best_iteration, cpu_threads, fit_xgboost, predict_proba
+from models.training import Split, best_iteration, fit_xgboost, predict_proba
+from slipway.processes import cpu_threads
 from slipway.settings import DataSettings, Settings, TrainSettings
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

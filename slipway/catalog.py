@@ -6,7 +6,7 @@ emit the events can all import them downwards, without importing each other.
 
 from __future__ import annotations
 
-FLOWS = ("ingest", "materialize", "train", "promote", "package", "monitor", "retrain", "rollback", "pipeline")
+FLOWS = ("ingest", "materialize", "train", "promote", "package", "monitor", "retrain", "rollback", "pipeline", "score")
 
 DRIFT_EVENT = "slipway.drift.detected"
 DEGRADED_EVENT = "slipway.performance.degraded"

@@ -68,6 +68,16 @@ class Home:
         return self.root / "predictions"
 
     @property
+    def batch_predictions(self) -> Path:
+        """Batch-scored rows with typed feature columns, read by the monitor next to the live log."""
+        return self.root / "batch-predictions"
+
+    @property
+    def scores(self) -> Path:
+        """Default output of batch score runs."""
+        return self.lake / "scores"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

@@ -103,3 +103,16 @@ def read_prediction_log(directory: Path, since: datetime | None = None) -> pd.Da
     if since is not None:
         frame = frame[pd.to_datetime(frame["time"], utc=True) >= pd.Timestamp(since)]
     return frame.sort_values("time", kind="stable").reset_index(drop=True)
+
+
+def read_batch_log(directory: Path, since: datetime | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """Batch-scored rows (typed feature columns, entity, score, served_version, time), oldest day first."""
+    files = sorted(directory.glob("date=*/*.parquet"))
+    if since is not None:
+        files = [f for f in files if f.parent.name >= f"date={since:%Y-%m-%d}"]
+    if not files:
+        return pd.DataFrame(columns=columns or [])
+    frame = pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
+    if since is not None:
+        frame = frame[pd.to_datetime(frame["time"], utc=True) >= pd.Timestamp(since)].reset_index(drop=True)
+    return frame

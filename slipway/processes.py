@@ -20,6 +20,11 @@ from pathlib import Path
 import httpx
 
 
+def cpu_threads() -> int:
+    """The cores this process may use (its affinity mask, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def free_port() -> int:
     """A port on loopback that nothing listens on right now."""
     with socket.socket() as s:

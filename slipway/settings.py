@@ -175,6 +175,16 @@ class MonitorSettings(_Strict):
     retrain_cooldown_seconds: float = _field(3600, "a retraining within this time of the last one does nothing", ge=0)
 
 
+class BatchSettings(_Strict):
+    """Batch scoring (``slipway run score``) on a Dask cluster."""
+
+    output: str | None = _field(None, "where score runs go: a local or mounted folder (null: $SLIPWAY_HOME/lake/scores)")
+    schedule_cron: str = _field("0 2 * * *", "the score deployment's cron schedule (UTC)")
+    carry_columns: list[str] = _field(list, "source columns copied into the output next to the scores, by name")
+    partition_rows: int = _field(250_000, "rows per partition of the entity table (files are split by Dask's own blocks)", gt=0)
+    local_workers: int | None = _field(None, "workers of the embedded local cluster (null: one per core)", gt=0)
+
+
 class Settings(_Strict):
     """The whole of ``params.yaml``."""
 
@@ -186,6 +196,7 @@ class Settings(_Strict):
     promotion: PromotionSettings = _field(PromotionSettings, "the promotion gate")
     serving: ServingSettings = _field(ServingSettings, "the scoring service")
     monitor: MonitorSettings = _field(MonitorSettings, "drift, performance and retraining")
+    batch: BatchSettings = _field(BatchSettings, "batch scoring on Dask")
 
     def fingerprint(self) -> str:
         """A stable hash of every setting, recorded as lineage on each model version."""

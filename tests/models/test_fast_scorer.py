@@ -22,3 +22,10 @@ def test_compiled_scores_equal_the_pipeline(family: str, split: training.Split) 
     rows[2]["region"] = None  # missing category
     expected = training.predict_proba(pipeline, gold.to_feature_frame(pd.DataFrame(rows), DATA))
     np.testing.assert_allclose(FastScorer(pipeline, DATA).predict(rows), expected, rtol=1e-6, atol=1e-9)
+    frame = pd.DataFrame(rows)
+    np.testing.assert_allclose(FastScorer(pipeline, DATA).predict_frame(frame, threads=2), expected, rtol=1e-6, atol=1e-9)
+    typed = frame.astype({"calls": "Int64"})  # an integer column as a source types it, with a missing value
+    typed.loc[5, "calls"] = pd.NA
+    rows[5]["calls"] = None
+    again = training.predict_proba(pipeline, gold.to_feature_frame(pd.DataFrame(rows), DATA))
+    np.testing.assert_allclose(FastScorer(pipeline, DATA).predict_frame(typed), again, rtol=1e-6, atol=1e-9)

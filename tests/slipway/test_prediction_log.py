@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from slipway.prediction_log import COLUMNS, PredictionLog, read_prediction_log
+from slipway.prediction_log import COLUMNS, PredictionLog, read_batch_log, read_prediction_log
 
 
 def record(i: int, when: datetime) -> dict[str, object]:
@@ -66,3 +66,16 @@ def test_close_writes_what_is_queued(tmp_path: Path) -> None:
     log.append(record(0, datetime.now(UTC)))
     log.close()
     assert read_prediction_log(tmp_path)["request_id"].tolist() == ["r0"]
+
+
+def test_the_batch_log_is_read_by_day_and_time(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    old = pd.DataFrame({"page_views": [1.0], "entity": ["L0"], "score": [0.1], "time": [now - timedelta(days=3)]})
+    new = pd.DataFrame({"page_views": [2.0], "entity": ["L1"], "score": [0.2], "time": [now]})
+    for frame, when in ((old, now - timedelta(days=3)), (new, now)):
+        target = tmp_path / f"date={when:%Y-%m-%d}" / "run-part-00000.parquet"
+        target.parent.mkdir(parents=True)
+        frame.to_parquet(target)
+    assert read_batch_log(tmp_path)["entity"].tolist() == ["L0", "L1"]
+    assert read_batch_log(tmp_path, now - timedelta(hours=1), ["entity", "time"])["entity"].tolist() == ["L1"]
+    assert read_batch_log(tmp_path / "nothing", now, ["entity"]).columns.tolist() == ["entity"]

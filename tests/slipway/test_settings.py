@@ -8,7 +8,7 @@ from tests.conftest import REPO
 MINIMAL = {"data": {"source": "x.csv", "entity": "id", "timestamp": "t", "label": "y", "numeric": ["a"]}}
 
 
-@pytest.mark.parametrize("path", ["params.yaml", "examples/equipment/params.yaml"])
+@pytest.mark.parametrize("path", ["params.yaml", *sorted(str(p.relative_to(REPO)) for p in REPO.glob("examples/*/params.yaml"))])
 def test_every_shipped_config_loads(path: str) -> None:
     settings = load_settings(REPO / path)
     assert settings.data.features

@@ -1,0 +1,179 @@
+"""Batch scoring through a separately started ``dask scheduler`` and two ``dask worker`` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.dataframe as dd
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from slipway.processes import free_port, port_is_free, running_server
+from tests.conftest import preserved_environment, slipway, small_params, write_params
+
+pytestmark = pytest.mark.e2e  # a Dask scheduler, two workers and the slipway command as processes
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Cluster:
+    address: str
+    env: dict[str, str]
+    params: Path
+    home: Path
+    workers: list[Any]  # Popen of each `dask worker`
+    gold: pd.DataFrame
+
+
+def _workers_connected(address: str, count: int) -> bool:
+    from distributed import Client
+
+    try:
+        with Client(address, timeout="5s") as client:
+            return len(client.scheduler_info()["workers"]) >= count
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("score")
+    home = root / "home"
+    env = {
+        **os.environ,
+        "SLIPWAY_HOME": str(home),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
+        "PREFECT_API_URL": prefect_server,  # one server for every run, rather than one per command
+    }
+    raw = small_params(root, rows=3000, n_trials=1)
+    raw["batch"] = {"partition_rows": 500, "carry_columns": []}
+    params = write_params(root / "params.yaml", raw)
+    with preserved_environment():
+        os.environ.update({k: env[k] for k in ("SLIPWAY_HOME", "MLFLOW_TRACKING_URI")})
+        from models.sample import build_sample_deployment
+        from slipway.paths import prepare_environment
+        from slipway.settings import load_settings
+
+        prepare_environment()
+        build_sample_deployment(load_settings(params))
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    with ExitStack() as stack:
+        scheduler = [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
+        stack.enter_context(running_server(scheduler, lambda: not port_is_free(port), root / "scheduler.log", env=env))
+        workers = []
+        for i in range(2):
+            command = [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--name", f"w{i}", "--no-dashboard"]
+            command += ["--memory-limit", "1GiB"]
+            ready = (lambda n: lambda: _workers_connected(address, n))(i + 1)
+            workers.append(stack.enter_context(running_server(command, ready, root / f"worker-{i}.log", env=env)))
+        gold = pd.read_parquet(home / "lake" / "gold" / "features.parquet")
+        yield Cluster(address, {**env, "DASK_SCHEDULER_ADDRESS": address}, params, home, workers, gold)
+
+
+def source_folder(cluster: Cluster, path: Path, copies: int, bad: bool = True, parts: int = 8) -> pd.DataFrame:
+    """The gold rows repeated ``copies`` times under new entity ids, as Parquet parts, a few of them bad."""
+    base = cluster.gold.drop(columns=["created_at"])
+    frames = [base.assign(lead_id=base["lead_id"] + f"-{c}") for c in range(copies)]
+    rows = pd.concat(frames, ignore_index=True).astype({"page_views": object, "region": object})
+    if bad:
+        rows.loc[3, "page_views"] = "n/a"
+        rows.loc[10, "region"] = None
+    path.mkdir(parents=True)
+    size = -(-len(rows) // parts)
+    for i in range(parts):  # page_views as text in the files, as a careless export writes it
+        part = rows.iloc[i * size : (i + 1) * size].astype({"page_views": str})
+        part.to_parquet(path / f"part-{i}.parquet", index=False)
+    return rows
+
+
+def score(cluster: Cluster, *assignments: str) -> tuple[dict[str, Any], Path]:
+    done = slipway(["run", "score", "--params", str(cluster.params), *assignments], cluster.env, timeout=600, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("rows_in="))
+    run = Path(line.split(" run=", 1)[1])
+    return json.loads((run / "_SUCCESS").read_text()), run
+
+
+def pyfunc_scores(cluster: Cluster, rows: pd.DataFrame) -> np.ndarray:
+    mlflow.set_tracking_uri(cluster.env["MLFLOW_TRACKING_URI"])
+    model = mlflow.pyfunc.load_model("models:/lead-scoring/1")
+    return np.asarray(model.predict(rows), dtype=float)
+
+
+def test_a_source_is_scored_on_both_workers_with_the_pyfuncs_scores(cluster: Cluster, tmp_path: Path) -> None:
+    rows = source_folder(cluster, tmp_path / "source", copies=4)
+    manifest, run = score(cluster, f"source={tmp_path / 'source'}")
+    assert manifest["rows_in"] == len(rows) == manifest["rows_scored"] + manifest["rows_rejected"]
+    assert manifest["rows_rejected"] == 2 and manifest["model_version"] == "1" and manifest["source_md5"]
+    assert len({p["worker"] for p in manifest["partitions"]}) == 2  # both workers scored partitions
+    out = pd.read_parquet(run)
+    assert len(out) == manifest["rows_scored"] == len(dd.read_parquet(str(run)))
+    assert list(out.columns) == ["entity", "score", "model_version", "scored_at"] and out["entity"].is_unique
+    good = rows.drop(index=[3, 10]).set_index("lead_id")
+    expected = pyfunc_scores(cluster, good.loc[out["entity"], [c for c in good.columns if c != "lead_id"]])
+    assert np.abs(out["score"].to_numpy() - expected).max() < 1e-6
+    rejects = pd.read_parquet(run.parent / "rejects" / run.name)
+    assert sorted(rejects["reason"]) == ["missing feature region", "page_views: not a number: n/a"]
+    assert not any((run.parent / "_staging").iterdir())  # nothing staged is left behind
+
+
+def test_without_a_source_every_entity_of_the_feature_store_is_scored_once(cluster: Cluster) -> None:
+    manifest, run = score(cluster)
+    out = pd.read_parquet(run)
+    assert manifest["rows_rejected"] == 0 and out["entity"].is_unique
+    assert set(out["entity"]) == set(cluster.gold["lead_id"])
+    newest = cluster.gold.sort_values("created_at").drop_duplicates("lead_id", keep="last").set_index("lead_id")
+    features = [c for c in newest.columns if c != "created_at"]
+    expected = pyfunc_scores(cluster, newest.loc[out["entity"], features])
+    assert np.abs(out["score"].to_numpy() - expected).max() < 1e-6
+
+
+def test_ids_only_get_features_from_the_store_and_unknown_ids_are_rejected(cluster: Cluster, tmp_path: Path) -> None:
+    ids = pd.DataFrame({"lead_id": [*cluster.gold["lead_id"].head(20), "L-nobody"]})
+    ids.to_csv(tmp_path / "open_leads.csv", index=False)
+    manifest, run = score(cluster, f"source={tmp_path / 'open_leads.csv'}")
+    assert (manifest["rows_in"], manifest["rows_scored"], manifest["rows_rejected"]) == (21, 20, 1)
+    rejects = pd.read_parquet(run.parent / "rejects" / run.name)
+    assert rejects["reason"].tolist() == ["unknown entity: L-nobody"]
+
+
+def test_a_worker_killed_mid_run_leaves_a_complete_run_or_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    rows = source_folder(cluster, tmp_path / "source", copies=60, bad=False, parts=60)
+    staging = cluster.home / "lake" / "scores" / "_staging"
+    proc = slipway_background(cluster, f"source={tmp_path / 'source'}")
+    deadline = time.monotonic() + 300
+    while len(written := list(staging.glob("*/scores/part-*.parquet"))) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "no partition was written"
+        time.sleep(0.02)
+    cluster.workers[1].send_signal(signal.SIGKILL)  # mid-run: its partitions must be redone by the other worker
+    assert len(written) < 60, "the run finished before the worker was killed"
+    output, _ = proc.communicate(timeout=600)
+    runs = sorted(p for p in (cluster.home / "lake" / "scores").glob("run=*") if (p / "_SUCCESS").exists())
+    if proc.returncode == 0:
+        manifest = json.loads((runs[-1] / "_SUCCESS").read_text())
+        out = pd.read_parquet(runs[-1])
+        assert manifest["rows_scored"] == len(rows) == len(out) and out["entity"].is_unique, output[-2000:]
+        assert set(out["entity"]) == set(rows["lead_id"])
+    else:  # a failed run shows nothing
+        assert all(json.loads((r / "_SUCCESS").read_text())["rows_in"] != len(rows) for r in runs), output[-2000:]
+    assert not any(p for p in staging.glob("*") if p.is_dir())
+
+
+def slipway_background(cluster: Cluster, *assignments: str) -> Any:
+    import subprocess
+
+    command = [str(BIN / "slipway"), "run", "score", "--params", str(cluster.params), *assignments]
+    return subprocess.Popen(command, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
