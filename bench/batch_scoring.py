@@ -1,7 +1,9 @@
 """Batch scoring throughput: Slipway's score flow on a 2-worker Dask cluster vs pyfunc.predict vs the raw booster.
 
-Builds a scratch deployment (the sample's champion, XGBoost), writes ``--rows`` rows
-as Parquet parts, then in one run measures:
+Builds a scratch deployment (the sample's champion on generated leads, or with
+``--params`` a real dataset taken through ``slipway run pipeline`` and made champion),
+writes ``--rows`` rows (its gold rows repeated under new ids) as Parquet parts, then in
+one run measures:
 
 - the ``score`` flow (``slipway run score source=...``) against a separately started
   ``dask scheduler`` and two ``dask worker`` processes (one thread each, ``--memory-limit``
@@ -38,12 +40,12 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def write_source(gold: pd.DataFrame, rows: int, folder: Path, parts: int) -> int:
-    base = gold.drop(columns=["created_at"])
+def write_source(gold: pd.DataFrame, entity: str, timestamp: str, rows: int, folder: Path, parts: int) -> int:
+    base = gold.drop(columns=[timestamp])
     copies = -(-rows // len(base))
     folder.mkdir(parents=True)
     written, size = 0, -(-rows // parts)
-    frame = pd.concat([base.assign(lead_id=base["lead_id"] + f"-{c}") for c in range(copies)], ignore_index=True).head(rows)
+    frame = pd.concat([base.assign(**{entity: base[entity] + f"-{c}"}) for c in range(copies)], ignore_index=True).head(rows)
     for i in range(parts):
         part = frame.iloc[i * size : (i + 1) * size]
         part.to_parquet(folder / f"part-{i:03d}.parquet", index=False, row_group_size=125_000)
@@ -51,31 +53,56 @@ def write_source(gold: pd.DataFrame, rows: int, folder: Path, parts: int) -> int
     return written
 
 
+def prepare(params: Path | None, root: Path, env: dict[str, str]) -> Path:
+    """The sample deployment, or the given dataset through the pipeline with its challenger made champion."""
+    from mlflow import MlflowClient
+
+    from models.sample import build_sample_deployment
+    from slipway.settings import load_settings
+
+    if params is None:
+        raw = yaml.safe_load((REPO / "params.yaml").read_text())
+        raw["data"]["source"] = str(root / "leads.csv")
+        raw["generate"].update({"rows": 3000, "faults": {}})
+        sample = root / "params.yaml"
+        sample.write_text(yaml.safe_dump(raw))
+        build_sample_deployment(load_settings(sample))
+        return sample
+    done = subprocess.run(
+        [str(BIN / "slipway"), "run", "pipeline", "--params", str(params)], env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(done.stdout[-3000:] + done.stderr[-3000:])
+    print(done.stdout.strip())
+    name = load_settings(params).registry.model_name
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    version = client.get_registered_model(name).aliases["challenger"]
+    client.set_registered_model_alias(name, "champion", version)  # an operator's switch, for the measurement only
+    return params
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=4_000_000)
     parser.add_argument("--parts", type=int, default=16)
     parser.add_argument("--memory-limit", default="1GiB", help="per dask worker")
+    parser.add_argument("--params", type=Path, help="a real dataset's params file (default: the generated sample)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch, ExitStack() as stack:
         root = Path(scratch)
         home = root / "home"
         env = {**os.environ, "SLIPWAY_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"}
         os.environ.update({k: env[k] for k in ("SLIPWAY_HOME", "MLFLOW_TRACKING_URI")})
-        from models.sample import build_sample_deployment
         from slipway.paths import prepare_environment
         from slipway.processes import free_port, port_is_free, running_server
         from slipway.settings import load_settings
 
         prepare_environment()
-        raw = yaml.safe_load((REPO / "params.yaml").read_text())
-        raw["data"]["source"] = str(root / "leads.csv")
-        raw["generate"].update({"rows": 3000, "faults": {}})
-        params = root / "params.yaml"
-        params.write_text(yaml.safe_dump(raw))
-        build_sample_deployment(load_settings(params))
+        params = prepare(args.params, root, env)
+        settings = load_settings(params)
+        data, name = settings.data, settings.registry.model_name
         gold = pd.read_parquet(home / "lake" / "gold" / "features.parquet")
-        rows = write_source(gold, args.rows, root / "source", args.parts)
+        rows = write_source(gold, data.entity, data.timestamp, args.rows, root / "source", args.parts)
         frame = pd.concat([pd.read_parquet(p) for p in sorted((root / "source").glob("*.parquet"))], ignore_index=True)
         in_memory_mib = frame.memory_usage(deep=True).sum() / 2**20
 
@@ -104,10 +131,11 @@ def main() -> None:
         peaks = client.run(_peak_rss_mib)
 
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-        model = mlflow.pyfunc.load_model("models:/lead-scoring/1")
-        features = frame.drop(columns=["lead_id"])
+        model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        features = frame.drop(columns=[data.entity])
+        as_signed = features.astype(dict.fromkeys(data.numeric, "float64"))  # the signature says double
         started = time.perf_counter()
-        expected = np.asarray(model.predict(features), dtype=float)
+        expected = np.asarray(model.predict(as_signed), dtype=float)
         pyfunc_s = time.perf_counter() - started
 
         inner = model.unwrap_python_model()
@@ -122,9 +150,11 @@ def main() -> None:
         floor_s = time.perf_counter() - started
 
         out = pd.read_parquet(Path(line.split(" run=", 1)[1]))
-        by_entity = pd.Series(expected, index=frame["lead_id"])
+        by_entity = pd.Series(expected, index=frame[data.entity])
         diff = float(np.abs(out["score"].to_numpy() - by_entity.loc[out["entity"]].to_numpy()).max())
         assert manifest["rows_in"] == rows == manifest["rows_scored"] + manifest["rows_rejected"]
+
+    print(f"dataset: {args.params or 'generated leads (sample deployment)'}; model {name}")
 
     def rate(seconds: float) -> float:
         return rows / seconds

@@ -56,15 +56,28 @@ DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
+SHORTENED = {"n_trials", "shadow_seconds", "bake_seconds", "min_shadow_samples", "approval_timeout_seconds"}  # never lengthened
+
+
+def demo_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """The given params with the demo's overrides; durations and budgets are only ever shortened."""
+    out = dict(raw)
+    for section, values in DEMO_OVERRIDES.items():
+        given = dict(raw.get(section) or {})
+        merged = {**given, **values}
+        for key in SHORTENED & given.keys() & values.keys():
+            merged[key] = min(given[key], values[key])
+        out[section] = merged
+    return out
+
+
 class Demo:
     def __init__(self, params: str) -> None:
         self.started = time.monotonic()
         self.home = Home.current()
         self.dir = self.home.root / "demo"
         self.dir.mkdir(parents=True, exist_ok=True)
-        raw = yaml.safe_load(Path(params).read_text())
-        for section, values in DEMO_OVERRIDES.items():
-            raw[section] = {**raw.get(section, {}), **values}
+        raw = demo_settings(yaml.safe_load(Path(params).read_text()))
         raw["promotion"]["approvers"] = sorted({*raw["promotion"].get("approvers", []), DEMO_APPROVER})
         raw["promotion"]["service_url"] = f"http://127.0.0.1:{free_port()}"
         raw["data"]["source"] = str(Path(raw["data"]["source"]).resolve())

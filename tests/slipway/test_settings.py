@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from slipway.settings import SettingsError, load_settings, parse_settings, setting_rows, settings_schema, settings_table
 from tests.conftest import REPO
@@ -69,3 +70,14 @@ def test_every_setting_has_a_description_and_the_schema_carries_it() -> None:
     schema = settings_schema()
     assert schema["$defs"]["TrainSettings"]["properties"]["n_trials"]["description"].startswith("Optuna trials")
     assert schema["$defs"]["TrainSettings"]["additionalProperties"] is False  # strict: unknown keys are errors
+
+
+def test_the_demo_only_ever_shortens_durations_and_budgets() -> None:
+    from flows.demo import demo_settings
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    shortened = demo_settings(raw)
+    assert shortened["train"]["n_trials"] == 8 and shortened["promotion"]["shadow_seconds"] == 15
+    tiny = demo_settings({**raw, "train": {**raw["train"], "n_trials": 2}})
+    assert tiny["train"]["n_trials"] == 2 and tiny["promotion"]["max_score_psi"] == 1.0  # relaxations still apply
+    parse_settings(shortened)
