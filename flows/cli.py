@@ -147,9 +147,10 @@ def generate(params: str, output: str | None) -> None:
 def _is_data_error(exc: Exception) -> bool:
     """Whether the data, not the code, was at fault (imported only then: ``down`` and ``--help`` stay light)."""
     from features.validation import SchemaError
+    from slipway.batch_io import BatchSourceError
     from slipway.storage import SourceError
 
-    return isinstance(exc, SchemaError | SourceError)
+    return isinstance(exc, SchemaError | SourceError | BatchSourceError)
 
 
 def config(params: str, schema: bool, table: bool) -> None:

@@ -150,6 +150,15 @@ def test_ids_only_get_features_from_the_store_and_unknown_ids_are_rejected(clust
     assert rejects["reason"].tolist() == ["unknown entity: L-nobody"]
 
 
+def test_a_missing_source_or_column_is_refused_by_name_with_exit_3(cluster: Cluster, tmp_path: Path) -> None:
+    command = ["run", "score", "--params", str(cluster.params)]
+    missing = slipway([*command, f"source={tmp_path / 'nope.parquet'}"], cluster.env)
+    assert missing.returncode == 3 and "nope.parquet: batch source not found" in missing.stderr, missing.stderr
+    pd.DataFrame({"lead_id": ["L1"], "page_views": [3]}).to_csv(tmp_path / "partial.csv", index=False)
+    partial = slipway([*command, f"source={tmp_path / 'partial.csv'}"], cluster.env)
+    assert partial.returncode == 3 and "missing required column(s): 'email_opens'" in partial.stderr, partial.stderr
+
+
 def test_a_worker_killed_mid_run_leaves_a_complete_run_or_nothing(cluster: Cluster, tmp_path: Path) -> None:
     rows = source_folder(cluster, tmp_path / "source", copies=60, bad=False, parts=60)
     staging = cluster.home / "lake" / "scores" / "_staging"
