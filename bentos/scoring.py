@@ -80,7 +80,7 @@ def log_records(
             "request_id": scored.ids[i],
             "time": now,
             "entity": entities[i] if entities else None,
-            "features": dict(rows[i]),
+            "features": rows[i],  # encoded by the log writer, off the request path
             "route": scored.route,
             "served_version": scored.versions[i],
             "score": float(scored.scores[i]),

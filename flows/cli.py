@@ -54,8 +54,6 @@ def result_line(name: str, result: Any) -> str:
     """The one line ``slipway run`` prints on stdout: the result's own ``line()``, or ``key=value``."""
     if hasattr(result, "line"):
         return str(result.line())
-    if hasattr(result, "ingest") and hasattr(result, "train"):  # the pipeline: both ends
-        return f"{result.ingest.line()}\n{result.train.line()}"
     return f"{RESULT_KEYS.get(name, name)}={result}"
 
 

@@ -17,6 +17,9 @@ class PipelineResult:
     feature_rows: int
     train: TrainResult
 
+    def line(self) -> str:
+        return f"{self.ingest.line()}\n{self.train.line()}"
+
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(params: str = "params.yaml") -> PipelineResult:

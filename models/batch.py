@@ -37,7 +37,7 @@ from slipway.settings import BatchSettings, DataSettings
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SCORERS: dict[tuple[str, str, str], FastScorer] = {}
 _LOCK = threading.Lock()
-LOADS: dict[str, int] = {}  # version → times this process loaded it (the tests read it through the workers)
+LOADS: dict[str, int] = {}  # version → times this process loaded it (tests read it on the workers)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> It
         yield Cluster(address, {**env, "DASK_SCHEDULER_ADDRESS": address}, params, home, workers, gold)
 
 
+def _worker_loads(address: str) -> dict[str, dict[str, int]]:
+    """How often each worker process loaded each version (models.batch.LOADS, read on the workers)."""
+    from distributed import Client
+
+    def loads() -> dict[str, int]:
+        from models import batch
+
+        return dict(batch.LOADS)
+
+    with Client(address, timeout="10s") as client:
+        return dict(client.run(loads))
+
+
+def _once(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """One partition entry per worker that appears in the manifest."""
+    return list({p["worker"]: p for p in manifest["partitions"]}.values())
+
+
 def source_folder(cluster: Cluster, path: Path, copies: int, bad: bool = True, parts: int = 8) -> pd.DataFrame:
     """The gold rows repeated ``copies`` times under new entity ids, as Parquet parts, a few of them bad."""
     base = cluster.gold.drop(columns=["created_at"])
@@ -119,6 +137,8 @@ def test_a_source_is_scored_on_both_workers_with_the_pyfuncs_scores(cluster: Clu
     assert manifest["rows_in"] == len(rows) == manifest["rows_scored"] + manifest["rows_rejected"]
     assert manifest["rows_rejected"] == 2 and manifest["model_version"] == "1" and manifest["source_md5"]
     assert len({p["worker"] for p in manifest["partitions"]}) == 2  # both workers scored partitions
+    loads = _worker_loads(cluster.address)
+    assert sorted(loads) == sorted(p["worker"] for p in _once(manifest)) and all(v == {"1": 1} for v in loads.values())
     out = pd.read_parquet(run)
     assert len(out) == manifest["rows_scored"] == len(dd.read_parquet(str(run)))
     assert list(out.columns) == ["entity", "score", "model_version", "scored_at"] and out["entity"].is_unique
