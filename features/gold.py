@@ -68,9 +68,22 @@ def to_feature_frame(rows: pd.DataFrame, data: DataSettings) -> pd.DataFrame:
     for column in data.numeric:
         out[column] = pd.to_numeric(rows[column], errors="coerce").astype("float64")
     for column in data.categorical:
-        values = rows[column].astype(object)
-        out[column] = values.where(values.notna(), MISSING_CATEGORY).astype(str)
+        out[column] = category_text(rows[column])
     return out
+
+
+def category_text(values: pd.Series) -> pd.Series:
+    """Categories as text, missing as ``MISSING_CATEGORY``, whatever type the frame gave them.
+
+    Ingest reads categories as text ("3"); ``pd.read_csv`` types a coded column as
+    int64 (3), or as float64 (3.0) once it has a gap. Whole numbers are written
+    without a fraction so all three score as the same category.
+    """
+    if pd.api.types.is_float_dtype(values.dtype):
+        whole = values.notna() & (values == values.round())
+        values = values.astype(object).where(~whole, values.where(whole).astype("Int64").astype(object))
+    values = values.astype(object)
+    return values.where(values.notna(), MISSING_CATEGORY).astype(str)
 
 
 def latest_labels(labels: pd.DataFrame, data: DataSettings) -> pd.Series:

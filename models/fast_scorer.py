@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.pipeline import Pipeline
 
-from features.gold import MISSING_CATEGORY
+from features.gold import MISSING_CATEGORY, category_text
 from slipway.settings import DataSettings
 
 
@@ -86,7 +86,9 @@ class FastScorer:
         rows = np.arange(len(frame))
         for column, positions in layout.categorical:
             text = pa.array(frame[column], from_pandas=True)
-            text = pc.fill_null(text if pa.types.is_string(text.type) else text.cast(pa.string()), MISSING_CATEGORY)
+            if not pa.types.is_string(text.type):  # a coded column typed by the reader: as the pyfunc spells it
+                text = pa.array(category_text(frame[column]), pa.string())
+            text = pc.fill_null(text, MISSING_CATEGORY)
             index = pc.index_in(text, value_set=pa.array(list(positions), pa.string()))
             codes = index.fill_null(-1).to_numpy(zero_copy_only=False)
             known = codes >= 0  # an unseen category: all zeros, as handle_unknown="ignore"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,8 +11,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature
 from mlflow.tracking.fluent import ActiveRun
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 import features
 import models
@@ -20,6 +22,7 @@ from models.fast_scorer import FastScorer
 from models.pyfunc import ScoringModel
 from models.routing import Routing
 from slipway.audit import AuditLog
+from slipway.settings import DataSettings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -45,15 +48,37 @@ def git_commit(repo: Path) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
+INPUT_KINDS_TAG = "slipway.input_kinds"
+
+
+def signature(data: DataSettings) -> ModelSignature:
+    """The declared features by name, each optional and of any type, and one probability out.
+
+    MLflow's schema enforcement refuses int64 for a ``double`` column ("Can not safely
+    convert int64 to float64") and a number for a ``string`` one, so a typed signature
+    would refuse the very frames ``pd.read_csv`` gives for integer columns. The model
+    types its input itself (``features.gold.to_feature_frame``, shared with training),
+    so every column is declared ``Any``; which are numeric and which categorical is
+    recorded in the ``slipway.input_kinds`` tag.
+    """
+    inputs = Schema([ColSpec(AnyType(), column, required=False) for column in data.features])  # type: ignore[no-untyped-call]
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "probability")]))
+
+
+def input_kinds(data: DataSettings) -> str:
+    kinds = {**{c: "numeric" for c in data.numeric}, **{c: "categorical" for c in data.categorical}}
+    return json.dumps(kinds, separators=(",", ":"))
+
+
 def log_and_register(
     run: ActiveRun, model: ScoringModel, example: pd.DataFrame, name: str, lineage: dict[str, str]
 ) -> RegisteredVersion:
     """Log the pyfunc with signature and input example, register it, tag its lineage."""
-    output = model.predict(None, example)
+    lineage = {**lineage, INPUT_KINDS_TAG: input_kinds(model.data)}
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=model,
-        signature=infer_signature(example, output),
+        signature=signature(model.data),
         input_example=example,
         code_paths=[str(Path(str(package.__file__)).parent) for package in (models, features, slipway)],
         registered_model_name=name,
