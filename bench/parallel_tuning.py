@@ -20,7 +20,7 @@ import uuid
 import optuna
 import psycopg
 
-from bench.tuning_gain import training_frame
+from bench.tuning_gain import generated_frame
 from models import training, tuning
 from slipway.settings import load_settings
 
@@ -57,14 +57,16 @@ def main() -> None:
     settings = load_settings(args.params)
     assert settings.generate is not None
     settings = settings.model_copy(update={"generate": settings.generate.model_copy(update={"rows": args.rows})})
-    split = training.time_split(training_frame(settings, seed=0), settings.data, settings.train, "event_timestamp")
+    split = training.time_split(generated_frame(settings, seed=0), settings.data, settings.train, "event_timestamp")
     database = f"slipway_bench_{uuid.uuid4().hex[:8]}"
     admin(args.postgres, f'CREATE DATABASE "{database}"')
     storage = args.postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{database}"
     one: list[dict[str, float]] = []
     many: list[dict[str, float]] = []
     try:
-        print(f"{os.cpu_count()} cores, {len(split.train.y)} training rows, {args.trials} trials per arm, study on PostgreSQL")
+        print(
+            f"{os.cpu_count()} cores, {len(split.development)} training rows, {args.trials} trials per arm, study on PostgreSQL"
+        )
         for repeat in range(args.repeats):  # alternate which arm goes first, so drift in machine load hits both
             order = [(1, one), (args.workers, many)]
             for workers, results in order if repeat % 2 == 0 else reversed(order):

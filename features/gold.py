@@ -72,18 +72,23 @@ def to_feature_frame(rows: pd.DataFrame, data: DataSettings) -> pd.DataFrame:
     return out
 
 
-def category_text(values: pd.Series) -> pd.Series:
-    """Categories as text, missing as ``MISSING_CATEGORY``, whatever type the frame gave them.
+def as_text(values: pd.Series) -> pd.Series:
+    """Values as trimmed text, whatever type the reader gave them; empty and missing are ``<NA>``.
 
-    Ingest reads categories as text ("3"); ``pd.read_csv`` types a coded column as
-    int64 (3), or as float64 (3.0) once it has a gap. Whole numbers are written
-    without a fraction so all three score as the same category.
+    A CSV gives a coded column as text ("3"); ``pd.read_csv`` or a Parquet file types it
+    as int64 (3), or as float64 (3.0) once it has a gap. Whole numbers are written
+    without a fraction so all three are the same category or entity id.
     """
     if pd.api.types.is_float_dtype(values.dtype):
         whole = values.notna() & (values == values.round())
         values = values.astype(object).where(~whole, values.where(whole).astype("Int64").astype(object))
-    values = values.astype(object)
-    return values.where(values.notna(), MISSING_CATEGORY).astype(str)
+    text = values.astype("string").str.strip()
+    return text.mask(text == "")
+
+
+def category_text(values: pd.Series) -> pd.Series:
+    """Categories as the model reads them: text, missing as ``MISSING_CATEGORY``."""
+    return as_text(values).fillna(MISSING_CATEGORY).astype(object).astype(str)
 
 
 def latest_labels(labels: pd.DataFrame, data: DataSettings) -> pd.Series:

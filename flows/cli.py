@@ -14,6 +14,7 @@ import os
 import sys
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -144,11 +145,27 @@ def generate(params: str, output: str | None) -> None:
 
 def _is_data_error(exc: Exception) -> bool:
     """Whether the data, not the code, was at fault (imported only then: ``down`` and ``--help`` stay light)."""
-    from features.validation import SchemaError
+    from features.validation import BatchRejected
     from slipway.batch_io import BatchSourceError
     from slipway.storage import SourceError
 
-    return isinstance(exc, SchemaError | SourceError | BatchSourceError)
+    return isinstance(exc, BatchRejected | SourceError | BatchSourceError)
+
+
+def _log_failure(argv: Sequence[str] | None, exc: BaseException) -> Path:
+    """Append the command and its full traceback to ``$SLIPWAY_HOME/logs/errors.log``; returns that path."""
+    import traceback
+    from datetime import UTC, datetime
+
+    path = Home.current().root / "logs" / "errors.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        command = " ".join(["slipway", *(sys.argv[1:] if argv is None else argv)])
+        with path.open("a", encoding="utf-8") as log:
+            log.write(f"--- {datetime.now(UTC).isoformat()} {command}\n{''.join(traceback.format_exception(exc))}\n")
+    except OSError as err:  # a full disk must not hide the original error
+        print(f"slipway: could not write {path}: {err}", file=sys.stderr)
+    return path
 
 
 def config(params: str, schema: bool, table: bool) -> None:
@@ -224,11 +241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, UsageError, UnknownFlowError) as exc:
         print(f"slipway: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - the flow's own logs carry the traceback
+    except Exception as exc:  # noqa: BLE001 - one line on screen, the traceback in the error log
+        where = _log_failure(argv, exc)
         if _is_data_error(exc):
             print(f"slipway: rejected: {exc}", file=sys.stderr)
             return EXIT_DATA
-        print(f"slipway: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"slipway: {type(exc).__name__}: {exc}\n  (traceback in {where})", file=sys.stderr)
         return EXIT_FAILED
     return 0
 

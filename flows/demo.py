@@ -35,7 +35,7 @@ from slipway import lake
 from slipway.datagen import generate_leads, write_generated
 from slipway.paths import Home
 from slipway.processes import free_port, port_is_free
-from slipway.settings import Settings, load_settings
+from slipway.settings import Settings, SettingsError, load_settings
 from slipway.traffic import Traffic
 
 DEMO_APPROVER = "slipway-demo"
@@ -80,10 +80,12 @@ class Demo:
         raw = demo_settings(yaml.safe_load(Path(params).read_text()))
         raw["promotion"]["approvers"] = sorted({*raw["promotion"].get("approvers", []), DEMO_APPROVER})
         raw["promotion"]["service_url"] = f"http://127.0.0.1:{free_port()}"
-        raw["data"]["source"] = str(Path(raw["data"]["source"]).resolve())
+        raw["data"]["source"] = str(self.dir / "leads.csv")  # generated data lives apart from any real source
         self.params = self.dir / "params.yaml"
         self.params.write_text(yaml.safe_dump(raw, sort_keys=False))
         self.settings: Settings = load_settings(self.params)
+        if self.settings.generate is None:
+            raise SettingsError(f"{params}: slipway demo runs on generated data and needs a generate: section")
         self.api = ""
         self.lines: list[str] = []
 
@@ -176,6 +178,9 @@ def run_demo(params: str) -> None:
 def _loop(demo: Demo, traffic: Traffic, name: str) -> None:
     s = demo.settings
     demo.say("2/8 pipeline: generated leads → ingest (GX) → materialize (Feast) → train (Optuna, MLflow)")
+    assert s.generate is not None
+    write_generated(generate_leads(s.generate), s.data.source)
+    demo.say(f"   {s.generate.rows} leads generated into {s.data.source}")
     demo.run("pipeline")
     first = alias_version(name, CHALLENGER)
     demo.say(f"   {name} v{first} registered as challenger")

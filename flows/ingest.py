@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 
 from features import expectations, validation
-from flows.common import ensure_demo_source, home, load_params
+from flows.common import check_source, home, load_params
 from slipway import lake, storage
 from slipway.settings import Settings
 
@@ -24,20 +24,25 @@ class Reconciliation:
     rows_in: int
     rows_accepted: int
     rows_quarantined: int
+    already_ingested: bool = False
 
     def line(self) -> str:
         counts = f"rows_in={self.rows_in} rows_accepted={self.rows_accepted} rows_quarantined={self.rows_quarantined}"
+        if self.already_ingested:
+            return f"{counts} batch={self.batch_id}: this content is already ingested, nothing to do"
         return f"{counts} batch={self.batch_id}"
 
 
 def _is_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry network hiccups, not a missing file or a bad format."""
+    """Retry network hiccups only: not a missing file, a bad format, or a bug."""
     try:
         state.result()
     except storage.SourceError as exc:
         return exc.transient
-    except Exception:  # noqa: BLE001 - anything else may be transient
+    except (ConnectionError, TimeoutError):
         return True
+    except Exception:  # noqa: BLE001 - a bug or a bad input: retrying would only repeat it
+        return False
     return False
 
 
@@ -55,46 +60,67 @@ def archive_bronze(batch: storage.RawBatch) -> str:
 def validate_batch(batch: storage.RawBatch, batch_id: str, settings: Settings) -> validation.Verdict:
     """Type the batch, run the GX suite, keep its results, and decide each row."""
     data = settings.data
-    raw = storage.parse(batch)
+    parsed = storage.parse(batch)
     try:
-        validation.check_schema(raw.columns, data, batch.source)
+        validation.check_schema(parsed.frame.columns, data, batch.source)
     except validation.SchemaError as exc:
         lake.write_json(
             {"batch_id": batch_id, "source": batch.source, "rejected": str(exc), "missing": exc.missing},
             home().quarantine / f"{batch_id}.rejected.json",
         )
         raise
-    typed = validation.type_batch(raw, data)
+    typed = validation.type_batch(parsed.frame, data)
     run = expectations.validate(typed.frame, data, batch_id)
     lake.write_json(run.to_json(), home().validations / f"{batch_id}.json")
     duplicates = validation.duplicate_followers(typed.frame, [data.entity, data.timestamp], run.duplicate_rows)
     known = lake.silver_keys(home(), data.entity, data.timestamp)
-    return validation.decide(raw, typed, run.failures, duplicates, known, data)
+    return validation.decide(parsed, typed, run.failures, duplicates, known, data)
 
 
 @task(cache_policy=NO_CACHE)
-def store_verdict(verdict: validation.Verdict, batch_id: str) -> Reconciliation:
+def store_verdict(verdict: validation.Verdict, batch: storage.RawBatch, batch_id: str, settings: Settings) -> Reconciliation:
+    """Quarantine the bad rows, then accept the good ones unless too many were bad; record the batch as ingested."""
     for table in (home().silver, home().quarantine):
         table.mkdir(parents=True, exist_ok=True)  # present even when empty, for DVC
     if not verdict.reconciles:
         raise RuntimeError(f"batch {batch_id} does not reconcile: {verdict.rows_in} rows in")
     if len(verdict.quarantined):
         lake.write_parquet(verdict.quarantined, home().quarantine / f"{batch_id}.parquet")
+    try:
+        validation.check_share(verdict, settings.data, f"{batch.source} (batch {batch_id})")
+    except validation.TooManyBadRows as exc:
+        lake.write_json(
+            {"batch_id": batch_id, "source": batch.source, "rejected": str(exc)},
+            home().quarantine / f"{batch_id}.rejected.json",
+        )
+        raise
     if len(verdict.accepted):
         lake.write_parquet(verdict.accepted, home().silver / f"{batch_id}.parquet")
-    return Reconciliation(batch_id, verdict.rows_in, len(verdict.accepted), len(verdict.quarantined))
+    result = Reconciliation(batch_id, verdict.rows_in, len(verdict.accepted), len(verdict.quarantined))
+    lake.record_ingested(home(), batch, asdict(result))
+    return result
 
 
 @flow(name="ingest", log_prints=True)
 def ingest(params: str = "params.yaml") -> Reconciliation:
-    """Ingest the configured source; print and publish the row reconciliation."""
+    """Ingest the configured source; print and publish the row reconciliation.
+
+    The same content ingested again is a no-op that says so; two ingests at once
+    take turns deciding and writing silver.
+    """
     settings = load_params(params)
-    ensure_demo_source(settings)
+    check_source(settings, params)
     batch = fetch_batch(settings.data.source)
     archive_bronze(batch)
-    batch_id = lake.new_batch_id(batch)
-    verdict = validate_batch(batch, batch_id, settings)
-    result = store_verdict(verdict, batch_id)
+    with lake.ingest_lock(home()):
+        if done := lake.ingested(home(), batch):
+            result = Reconciliation(
+                done["batch_id"], done["rows_in"], done["rows_accepted"], done["rows_quarantined"], already_ingested=True
+            )
+        else:
+            batch_id = lake.new_batch_id(batch)
+            verdict = validate_batch(batch, batch_id, settings)
+            result = store_verdict(verdict, batch, batch_id, settings)
     create_table_artifact(key="ingest-reconciliation", table=[asdict(result)], description=result.line())
     print(result.line())
     return result

@@ -24,6 +24,7 @@ def build_gold(settings: Settings) -> pd.DataFrame:
     features = gold.build_features(silver, settings.data)
     lake.write_parquet(features, home().gold / "features.parquet")
     lake.write_parquet(gold.build_labels(silver, settings.data), home().gold / "labels.parquet")
+    lake.write_json({"batches": lake.silver_batches(home())}, home().gold / lake.GOLD_BATCHES)  # what gold was built from
     return features
 
 

@@ -20,7 +20,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from flows.common import home, latest_labels, load_params
+from flows.common import home, load_params
+from flows.labelled import latest_labels
 from models import drift, monitoring, registry
 from slipway import lake
 from slipway.catalog import DEGRADED_EVENT, DRIFT_EVENT, model_resource

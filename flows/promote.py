@@ -21,7 +21,8 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from flows.common import evaluation_window, home, latest_labels, load_params
+from flows.common import home, load_params
+from flows.labelled import evaluation_window, latest_labels
 from models import comparison, policy, registry
 from models import promotion as steps
 from models.promotion import Promotion, PromotionResult

@@ -2,10 +2,13 @@
 
 Started by the drift and degradation automations and by the weekly schedule. A
 retraining that began less than ``monitor.retrain_cooldown_seconds`` ago makes
-this run a no-op, so a burst of events retrains once.
+this run a no-op, so a burst of events retrains once; a retraining whose
+materialize or train step fails gives the cooldown back.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from prefect import flow
 from prefect.deployments import run_deployment
@@ -16,7 +19,7 @@ from flows.materialize import materialize
 from flows.train import train
 from slipway.audit import AuditLog
 from slipway.catalog import deployment_name
-from slipway.cooldown import claim
+from slipway.cooldown import claim, release
 
 PROMOTE_DEPLOYMENT = deployment_name("promote")
 
@@ -26,14 +29,19 @@ def retrain(params: str = "params.yaml", reason: str = "scheduled") -> str:
     """Materialize, train a challenger and request its promotion (unless within the cooldown)."""
     settings = load_params(params)
     name = settings.registry.model_name
-    blocking = claim(home().reports / "last_retrain.json", settings.monitor.retrain_cooldown_seconds, reason)
+    marker, started = home().reports / "last_retrain.json", datetime.now(UTC)
+    blocking = claim(marker, settings.monitor.retrain_cooldown_seconds, reason, now=started)
     if blocking is not None:
         cooldown = settings.monitor.retrain_cooldown_seconds
         print(f"retrain skipped for {reason!r}: another started at {blocking}, within the cooldown ({cooldown:.0f}s)")
         return "skipped"
     AuditLog(home().audit_log).append("retrain_started", "slipway", name, None, {"reason": reason})
-    materialize(params=params)
-    result = train(params=params)
+    try:
+        materialize(params=params)
+        result = train(params=params)
+    except BaseException:  # nothing was retrained: the next event may retrain at once (SIGKILL leaves the claim)
+        release(marker, started.isoformat())
+        raise
     try:
         run = run_deployment(
             PROMOTE_DEPLOYMENT,

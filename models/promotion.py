@@ -138,11 +138,17 @@ def record_report(name: str, version: str, markdown: str, report: dict[str, Any]
 
 
 def judge_policy(p: Promotion, window: training.Part) -> policy.PolicyVerdict:
-    """Both versions' pyfuncs score the window; the policy compares them overall and per slice."""
+    """Both versions score the window by fits that have not seen it; the policy compares them overall and per slice.
+
+    The window is the challenger's test window. Each version is represented by its
+    evaluation fit (fitted before its own test window, which the registered fit then
+    learnt from); a version without one is scored by its registered model.
+    """
     x, y = window.X[p.settings.data.features], np.asarray(window.y, dtype=int)
 
     def score(version: str) -> np.ndarray:
-        return np.asarray(mlflow.pyfunc.load_model(f"models:/{p.name}/{version}").predict(x), dtype=float)
+        model = mlflow.pyfunc.load_model(registry.held_out_model_uri(p.name, version))
+        return np.asarray(model.predict(x), dtype=float)
 
     return policy.evaluate(y, score(p.challenger), score(p.champion) if p.champion else None, x, p.settings.promotion)
 

@@ -91,6 +91,31 @@ def log_and_register(
     return RegisteredVersion(name, version, run.info.run_id)
 
 
+EVALUATION_MODEL_TAG = "slipway.evaluation_model"  # the fit that did not see the test window, by model URI
+
+
+def log_evaluation_model(model: ScoringModel, example: pd.DataFrame) -> str:
+    """Log the evaluation fit in the active run (not registered); returns its model URI."""
+    info = mlflow.pyfunc.log_model(
+        name="evaluation_model",
+        python_model=model,
+        signature=signature(model.data),
+        input_example=example,
+        code_paths=[str(Path(str(package.__file__)).parent) for package in (models, features, slipway)],
+    )
+    return str(info.model_uri)
+
+
+def held_out_model_uri(name: str, version: str) -> str:
+    """The model to judge a version by on its test window: its evaluation fit when it has one.
+
+    The registered fit of a version also learnt from its own test window, so a fair
+    comparison on that window uses the evaluation fit, which never saw it.
+    """
+    tags = MlflowClient().get_model_version(name, version).tags or {}
+    return tags.get(EVALUATION_MODEL_TAG) or f"models:/{name}/{version}"
+
+
 def set_alias(version: RegisteredVersion, alias: str) -> None:
     MlflowClient().set_registered_model_alias(version.name, alias, version.version)
 

@@ -50,7 +50,7 @@ def register_version(
     settings: Settings, split: training.Split, params: dict[str, Any], trees: int, shuffle_labels: bool = False
 ) -> registry.RegisteredVersion:
     """Fit and register one XGBoost version; ``shuffle_labels`` makes one no better than chance."""
-    data, part = settings.data, split.train
+    data, part = settings.data, split.development
     if shuffle_labels:
         part = replace(part, y=np.random.default_rng(0).permutation(part.y))
     pipeline = training.refit_xgboost(part, data, settings.train, params, trees)

@@ -20,51 +20,104 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier
 
-from features.gold import to_feature_frame
+from features.gold import MISSING_CATEGORY, to_feature_frame
 from slipway.processes import cpu_threads
 from slipway.settings import DataSettings, TrainSettings
 
 
 @dataclass(frozen=True)
 class Part:
-    """One time slice of the training set."""
+    """One time slice of the training set: features, labels and event times, in time order."""
 
     X: pd.DataFrame
     y: np.ndarray
-    start: pd.Timestamp
-    end: pd.Timestamp
+    times: pd.Series
+
+    @property
+    def start(self) -> pd.Timestamp:
+        return pd.Timestamp(self.times.iloc[0])
+
+    @property
+    def end(self) -> pd.Timestamp:
+        return pd.Timestamp(self.times.iloc[-1])
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def rows(self, begin: int, stop: int, what: str) -> Part:
+        """Rows ``[begin, stop)`` as their own slice; both label classes are required."""
+        return _part(self.X.iloc[begin:stop], self.y[begin:stop], self.times.iloc[begin:stop], what)
+
+
+def _part(X: pd.DataFrame, y: np.ndarray, times: pd.Series, what: str) -> Part:
+    if len(y) == 0 or y.min() == y.max():
+        classes = "no rows" if len(y) == 0 else f"only label {int(y[0])} in its {len(y)} rows"
+        raise ValueError(f"{what} has {classes}: both classes are needed (more labelled data, or fewer train.cv_folds)")
+    return Part(X.reset_index(drop=True), y, times.reset_index(drop=True))
 
 
 @dataclass(frozen=True)
 class Split:
-    train: Part
-    validation: Part
+    """The development rows (tuning, then the evaluation fit) and the newest rows (its evaluation)."""
+
+    development: Part
     test: Part
 
-    def train_and_validation(self) -> Part:
-        return Part(
-            pd.concat([self.train.X, self.validation.X]),
-            np.concatenate([self.train.y, self.validation.y]),
-            self.train.start,
-            self.validation.end,
+    def everything(self) -> Part:
+        """Every labelled row, for the final fit that is registered."""
+        X = pd.concat([self.development.X, self.test.X], ignore_index=True)
+        times = pd.concat([self.development.times, self.test.times], ignore_index=True)
+        return _part(X, np.concatenate([self.development.y, self.test.y]), times, "the labelled rows")
+
+    def folds(self, k: int) -> list[tuple[Part, Part]]:
+        """Expanding time windows over the development rows: fold i fits on blocks 0..i, validates on block i+1."""
+        n = len(self.development)
+        edges = [round(n * i / (k + 1)) for i in range(k + 2)]
+        return [
+            (
+                self.development.rows(0, edges[i + 1], f"fold {i + 1}/{k}'s fitting window"),
+                self.development.rows(edges[i + 1], edges[i + 2], f"fold {i + 1}/{k}'s validation window"),
+            )
+            for i in range(k)
+        ]
+
+
+def check_training_set(frame: pd.DataFrame, data: DataSettings) -> None:
+    """Refuse a training set no model can learn from, naming the key to fix."""
+    if frame.empty:
+        raise ValueError("no labelled rows to train on: run ingest and materialize first")
+    labels = frame[data.label].dropna().unique()
+    if len(labels) < 2:
+        only = labels[0] if len(labels) else "missing"
+        raise ValueError(
+            f"data.label {data.label!r}: every one of the {len(frame)} labelled rows is {only}; a binary label needs both classes"
         )
+    for key, columns in (("data.numeric", data.numeric), ("data.categorical", data.categorical)):
+        for column in columns:
+            values = frame[column].dropna()
+            if column in data.categorical:
+                values = values[values.astype(str) != MISSING_CATEGORY]
+            if values.empty:
+                raise ValueError(f"{key}: {column!r} is missing in every training row; drop it or fix the source")
+            if values.nunique() == 1:
+                only = values.tolist()[0]
+                raise ValueError(
+                    f"{key}: {column!r} has the single value {only!r} in every training row; it cannot inform the model"
+                )
 
 
 def time_split(frame: pd.DataFrame, data: DataSettings, cfg: TrainSettings, timestamp: str) -> Split:
-    """Oldest rows train, the next validate, the newest test: no look-ahead."""
+    """The newest ``train.test_fraction`` of rows is the test window; everything older is development."""
     ordered = frame.sort_values(timestamp, kind="stable").reset_index(drop=True)
-    n = len(ordered)
-    cut_val = int(n * (1 - cfg.validation_fraction - cfg.test_fraction))
-    cut_test = int(n * (1 - cfg.test_fraction))
+    cut = int(len(ordered) * (1 - cfg.test_fraction))
+    labels = ordered[data.label].to_numpy(dtype=int)
+    features = to_feature_frame(ordered, data)
+    times = ordered[timestamp]
 
-    def part(rows: pd.DataFrame) -> Part:
-        labels = rows[data.label].to_numpy(dtype=int)
-        if len(rows) == 0 or labels.min() == labels.max():
-            raise ValueError(f"a time slice has {len(rows)} rows and a single label class: more data is needed")
-        stamps = rows[timestamp]
-        return Part(to_feature_frame(rows, data), labels, stamps.min(), stamps.max())
+    def part(begin: int, stop: int, what: str) -> Part:
+        return _part(features.iloc[begin:stop], labels[begin:stop], times.iloc[begin:stop], what)
 
-    return Split(part(ordered[:cut_val]), part(ordered[cut_val:cut_test]), part(ordered[cut_test:]))
+    return Split(part(0, cut, "the development window"), part(cut, len(ordered), "the test window"))
 
 
 def preprocessor(data: DataSettings, scale: bool) -> ColumnTransformer:
@@ -80,15 +133,16 @@ def preprocessor(data: DataSettings, scale: bool) -> ColumnTransformer:
 
 
 def fit_xgboost(
-    split: Split,
+    train: Part,
+    validation: Part,
     data: DataSettings,
     cfg: TrainSettings,
     params: dict[str, Any],
     callbacks: Sequence[Any] = (),
     threads: int | None = None,
 ) -> Pipeline:
-    """Fit on the train slice with early stopping on the validation slice, on ``threads`` threads (default: every core)."""
-    prep = preprocessor(data, scale=False).fit(split.train.X)
+    """Fit on ``train`` with early stopping on ``validation``, on ``threads`` threads (default: every core)."""
+    prep = preprocessor(data, scale=False).fit(train.X)
     model = XGBClassifier(
         **params,
         n_estimators=cfg.max_estimators,
@@ -99,9 +153,9 @@ def fit_xgboost(
         callbacks=list(callbacks) or None,
     )
     model.fit(
-        prep.transform(split.train.X),
-        split.train.y,
-        eval_set=[(prep.transform(split.validation.X), split.validation.y)],
+        prep.transform(train.X),
+        train.y,
+        eval_set=[(prep.transform(validation.X), validation.y)],
         verbose=False,
     )
     return Pipeline([("prep", prep), ("model", model)])

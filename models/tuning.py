@@ -1,4 +1,4 @@
-"""Optuna search over XGBoost: seeded TPE, pruning through XGBoost's callback.
+"""Optuna search over XGBoost on time-series cross-validation: seeded TPE, pruning between folds.
 
 A study lives in a storage (SQLite under ``SLIPWAY_HOME`` by default, PostgreSQL in
 production) under a name derived from the training set and the settings, so a run
@@ -18,16 +18,17 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
-from optuna_integration import XGBoostPruningCallback
+from sklearn.pipeline import Pipeline
 from sqlalchemy.engine import make_url
 
 from models.metrics import classification_metrics
-from models.training import Split, best_iteration, fit_xgboost, predict_proba
+from models.training import Part, Split, best_iteration, fit_xgboost, predict_proba
 from slipway.processes import cpu_threads
 from slipway.settings import DataSettings, Settings, TrainSettings
 
@@ -49,17 +50,26 @@ def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
     }
 
 
+CONNECTIONS_PER_PROCESS = 2  # the trial loop and the heartbeat thread: the most one process can hold
+
+
 def open_storage(url: str) -> RDBStorage:
-    """A database storage whose trials send heartbeats.
+    """A database storage whose trials send heartbeats, holding at most ``CONNECTIONS_PER_PROCESS`` connections.
 
     A trial left ``RUNNING`` by a killed process stops beating; after the grace
-    period the next worker marks it failed and a retry of it is queued.
+    period the next worker marks it failed and a retry of it is queued. SQLAlchemy's
+    default pool would let each process open up to 15 connections; with
+    ``train.workers`` processes a run holds at most ``(workers + 1) * 2`` (see the
+    README's connection budget).
     """
+    engine: dict[str, Any] = {"pool_pre_ping": True}
+    if not url.startswith("sqlite"):
+        engine |= {"pool_size": CONNECTIONS_PER_PROCESS, "max_overflow": 0, "pool_timeout": 60}
     with warnings.catch_warnings():  # heartbeats are marked experimental; they are what resumption needs
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RDBStorage(
             url,
-            engine_kwargs={"pool_pre_ping": True},
+            engine_kwargs=engine,
             heartbeat_interval=5,
             grace_period=20,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
@@ -77,7 +87,8 @@ def _sampler(cfg: TrainSettings, worker: int = 0) -> optuna.samplers.TPESampler:
 
 
 def _pruner() -> optuna.pruners.MedianPruner:
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20)
+    # steps are cross-validation folds: after the first fold a trial below the median is stopped
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
 
 
 def create_study(cfg: TrainSettings, name: str, storage: str | None) -> optuna.Study:
@@ -114,14 +125,40 @@ def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def cross_validate(
+    folds: list[tuple[Part, Part]], fit: Callable[[Part, Part], Pipeline], cfg: TrainSettings, trial: optuna.Trial | None = None
+) -> tuple[dict[str, float], list[Pipeline]]:
+    """Mean validation metrics over expanding time windows, and each fold's fitted pipeline.
+
+    With a ``trial`` the running mean is reported after every fold, so the pruner can
+    stop a hopeless trial early.
+    """
+    per_fold: list[dict[str, float]] = []
+    fitted: list[Pipeline] = []
+    for step, (fit_part, validation) in enumerate(folds):
+        pipeline = fit(fit_part, validation)
+        per_fold.append(classification_metrics(validation.y, predict_proba(pipeline, validation.X), cfg.top_k_fraction))
+        fitted.append(pipeline)
+        if trial is not None:
+            trial.report(float(np.mean([m["roc_auc"] for m in per_fold])), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+    mean = {key: float(np.mean([m[key] for m in per_fold])) for key in per_fold[0]}
+    return mean, fitted
+
+
 def _objective(split: Split, data: DataSettings, cfg: TrainSettings, threads: int) -> Callable[[optuna.Trial], float]:
+    folds = split.folds(cfg.cv_folds)
+
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("pid", os.getpid())  # which worker ran it
         params = suggest_params(trial)
-        pruning = XGBoostPruningCallback(trial, "validation_0-auc")
-        pipeline = fit_xgboost(split, data, cfg, params, callbacks=[pruning], threads=threads)
-        metrics = classification_metrics(split.validation.y, predict_proba(pipeline, split.validation.X), cfg.top_k_fraction)
-        trial.set_user_attr("best_iteration", best_iteration(pipeline))
+
+        def fit(part: Part, validation: Part) -> Pipeline:
+            return fit_xgboost(part, validation, data, cfg, params, threads=threads)
+
+        metrics, fitted = cross_validate(folds, fit, cfg, trial)
+        trial.set_user_attr("best_iteration", round(float(np.mean([best_iteration(p) for p in fitted]))))
         trial.set_user_attr("validation_metrics", metrics)
         return metrics["roc_auc"]
 
@@ -149,8 +186,9 @@ def tune(
     """Run the trials the study still lacks and return its best trial.
 
     Trials already finished in the study (by an interrupted run, or other workers)
-    count towards ``cfg.n_trials``. Each trial keeps its validation metrics and its
-    early-stopped tree count as user attributes; the refit uses the latter.
+    count towards ``cfg.n_trials``. A trial is scored by its mean ROC-AUC over
+    ``cfg.cv_folds`` expanding time windows; it keeps those mean metrics and its mean
+    early-stopped tree count as user attributes, and the refits use the latter.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     workers = cfg.workers

@@ -8,8 +8,11 @@ half-written file behind.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,8 @@ import pandas as pd
 
 from slipway.paths import Home
 from slipway.storage import RawBatch
+
+LEDGER = "_ingested"  # silver/_ingested/<md5>.json: which contents silver already holds
 
 
 def new_batch_id(batch: RawBatch) -> str:
@@ -57,6 +62,55 @@ def read_table(directory: Path) -> pd.DataFrame:
     if not files:
         return pd.DataFrame()
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def ingested(home: Home, batch: RawBatch) -> dict[str, Any] | None:
+    """The ledger entry of a batch with this content already ingested into silver, or None."""
+    entry = home.silver / LEDGER / f"{batch.md5}.json"
+    if not entry.is_file():
+        return None
+    loaded: dict[str, Any] = json.loads(entry.read_text())
+    return loaded
+
+
+def record_ingested(home: Home, batch: RawBatch, summary: dict[str, Any]) -> Path:
+    """Note in silver's ledger that this content is in (written last: a crash before it means not ingested)."""
+    return write_json({"source": batch.source, "md5": batch.md5, **summary}, home.silver / LEDGER / f"{batch.md5}.json")
+
+
+GOLD_BATCHES = "_batches.json"  # gold/_batches.json: the silver batches gold was last built from
+
+
+def gold_batches(home: Home) -> list[dict[str, Any]]:
+    """The batches the current gold was built from (empty if gold predates this record)."""
+    path = home.gold / GOLD_BATCHES
+    batches: list[dict[str, Any]] = json.loads(path.read_text())["batches"] if path.is_file() else []
+    return batches
+
+
+def silver_batches(home: Home) -> list[dict[str, Any]]:
+    """The batches silver holds, oldest first: batch id, content md5 (as DVC hashes a file) and source."""
+    ledger = {}
+    for entry in (home.silver / LEDGER).glob("*.json"):
+        record = json.loads(entry.read_text())
+        ledger[record["batch_id"]] = record
+    batches = []
+    for file in sorted(home.silver.glob("*.parquet")):
+        record = ledger.get(file.stem, {})
+        batches.append({"batch_id": file.stem, "md5": record.get("md5", "unknown"), "source": record.get("source", "unknown")})
+    return batches
+
+
+@contextmanager
+def ingest_lock(home: Home) -> Iterator[None]:
+    """One ingest at a time decides and writes silver: two at once never accept the same key twice."""
+    home.lake.mkdir(parents=True, exist_ok=True)
+    with (home.lake / ".ingest.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def silver_keys(home: Home, entity: str, timestamp: str) -> pd.MultiIndex | None:

@@ -14,6 +14,7 @@ import typing
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -49,6 +50,15 @@ class DataSettings(_Strict):
     ranges: dict[str, tuple[float | None, float | None]] = _field(
         dict, "inclusive [min, max] per numeric column (null leaves a side open); rows outside are quarantined"
     )
+    timestamp_format: str | None = _field(
+        None, "strftime format of data.timestamp, e.g. '%d/%m/%Y %H:%M' (null: ISO 8601 only; dates are never guessed)"
+    )
+    timezone: str | None = _field(
+        None, "IANA zone of timestamps written without an offset, e.g. 'Europe/Paris' (null: such rows are quarantined)"
+    )
+    max_quarantine_share: float = _field(
+        0.05, "share of a batch's rows quarantined above which the batch fails (its bad rows still quarantined)", ge=0, le=1
+    )
 
     @property
     def features(self) -> list[str]:
@@ -72,6 +82,13 @@ class DataSettings(_Strict):
         for column in self.ranges:
             if column not in self.numeric:
                 raise ValueError(f"data.ranges.{column}: not a column in data.numeric")
+        if self.timezone is not None:
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"data.timezone: {self.timezone!r} is not an IANA zone such as 'Europe/Paris'") from None
+        if self.timestamp_format is not None and "%" not in self.timestamp_format:
+            raise ValueError(f"data.timestamp_format: {self.timestamp_format!r} has no strftime directive (e.g. %Y-%m-%d)")
         return self
 
 
@@ -112,8 +129,12 @@ class TrainSettings(_Strict):
     workers: int = _field(1, "processes sharing the Optuna study; above 1 they split the cores", gt=0)
     timeout_seconds: float | None = _field(None, "stop the search after this long (null: no limit)", gt=0)
     seed: int = _field(7, "seed of the sampler and the models")
-    validation_fraction: float = _field(0.15, "share of rows, by time, for early stopping and model choice", gt=0, lt=0.5)
-    test_fraction: float = _field(0.15, "newest share of rows held out for evaluation and the promotion policy", gt=0, lt=0.5)
+    cv_folds: int = _field(
+        3, "expanding time windows over the rows older than the test window, for model choice and tree counts", ge=2, le=10
+    )
+    test_fraction: float = _field(
+        0.15, "newest share of rows: the evaluation fit is scored there; the registered fit then learns from it too", gt=0, lt=0.5
+    )
     early_stopping_rounds: int = _field(30, "XGBoost rounds without validation gain before a trial stops", gt=0)
     max_estimators: int = _field(1000, "upper bound on XGBoost trees per trial", gt=0)
     top_k_fraction: float = _field(0.1, "share of top-scored rows for the precision/lift metrics", gt=0, le=1)
@@ -198,6 +219,13 @@ class Settings(_Strict):
     monitor: MonitorSettings = _field(MonitorSettings, "drift, performance and retraining")
     batch: BatchSettings = _field(BatchSettings, "batch scoring on Dask")
 
+    @model_validator(mode="after")
+    def _sections_agree(self) -> Settings:
+        for column in self.promotion.slices:
+            if column not in self.data.categorical:
+                raise ValueError(f"promotion.slices: {column!r} is not a column in data.categorical")
+        return self
+
     def fingerprint(self) -> str:
         """A stable hash of every setting, recorded as lineage on each model version."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -205,12 +233,15 @@ class Settings(_Strict):
 
 
 def _describe(error: dict[str, Any]) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     if error["type"] == "missing":
         return f"{key}: required key is missing"
-    return f"{key}: {error['msg']}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "value_error":  # our own checks name their dotted key themselves
+        return message
+    return f"{key or '(top level)'}: {message}"
 
 
 def parse_settings(raw: Any, origin: str = "params") -> Settings:

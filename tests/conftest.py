@@ -53,6 +53,17 @@ def write_params(path: Path, raw: dict[str, Any]) -> Path:
     return path
 
 
+def write_demo_params(path: Path, raw: dict[str, Any]) -> Path:
+    """Write the params file and, as ``slipway generate`` would, its generated source (ingest never generates)."""
+    from slipway.datagen import generate_leads, write_generated
+    from slipway.settings import load_settings
+
+    settings = load_settings(write_params(path, raw))
+    assert settings.generate is not None, "write_demo_params needs a generate: section"
+    write_generated(generate_leads(settings.generate), settings.data.source)
+    return path
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

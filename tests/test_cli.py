@@ -12,7 +12,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, slipway, small_params, write_params
+from tests.conftest import REPO, SLIPWAY, slipway, small_params, write_demo_params, write_params
 
 pytestmark = pytest.mark.e2e  # starts real servers or processes
 
@@ -40,7 +40,7 @@ def challenger(env: dict[str, str], name: str) -> str:
 )
 def test_ingest_materialize_train_register_a_challenger(params: str, model: str, env: dict[str, str], tmp_path: Path) -> None:
     if params == "lead":
-        params = str(write_params(tmp_path / "params.yaml", small_params(tmp_path, rows=2500, wrong_types=0.01)))
+        params = str(write_demo_params(tmp_path / "params.yaml", small_params(tmp_path, rows=2500, wrong_types=0.01)))
     ingest = slipway(["run", "ingest", "--params", params], env)
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     line = next(x for x in ingest.stdout.splitlines() if x.startswith("rows_in="))
@@ -74,7 +74,7 @@ def test_errors_name_what_is_wrong_with_meaningful_exit_codes(env: dict[str, str
 
     broken = small_params(tmp_path, rows=100)
     broken["generate"]["faults"]["broken_schema"] = True
-    result = slipway(["run", "ingest", "--params", str(write_params(tmp_path / "b.yaml", broken))], env)
+    result = slipway(["run", "ingest", "--params", str(write_demo_params(tmp_path / "b.yaml", broken))], env)
     assert result.returncode == 3 and "'meetings', 'region'" in result.stderr
 
 
@@ -101,3 +101,31 @@ def test_dvc_repro_reproduces_then_does_nothing(env: dict[str, str], tmp_path: P
     second = subprocess.run([dvc, "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0 and "Running stage" not in second.stdout
     assert "Data and pipelines are up to date" in second.stdout
+
+
+def test_ingest_is_idempotent_and_two_at_once_never_duplicate_silver(env: dict[str, str], tmp_path: Path) -> None:
+    import pandas as pd
+
+    params = str(write_demo_params(tmp_path / "params.yaml", small_params(tmp_path, rows=1500)))
+    command = [SLIPWAY, "run", "ingest", "--params", params]
+    both = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in both]
+    assert [p.returncode for p in both] == [0, 0], [err[-2000:] for _, err in outputs]
+    lines = [next(x for x in out.splitlines() if x.startswith("rows_in=")) for out, _ in outputs]
+    assert sum("already ingested, nothing to do" in line for line in lines) == 1, lines  # one did the work
+    silver = Path(env["SLIPWAY_HOME"]) / "lake" / "silver"
+    accepted = pd.concat([pd.read_parquet(f) for f in silver.glob("*.parquet")])
+    assert len(accepted) == 1500 and not accepted.duplicated(["lead_id", "created_at"]).any()
+
+    again = slipway(["run", "ingest", "--params", params], env, check=True)
+    assert "rows_in=1500 rows_accepted=1500 rows_quarantined=0" in again.stdout and "already ingested" in again.stdout
+    assert len(list(silver.glob("*.parquet"))) == 1
+    assert not list((Path(env["SLIPWAY_HOME"]) / "lake" / "quarantine").glob("*.parquet"))  # nothing copied there again
+
+
+def test_ingest_never_generates_data_for_a_missing_source(env: dict[str, str], tmp_path: Path) -> None:
+    params = str(write_params(tmp_path / "params.yaml", small_params(tmp_path)))  # a generate: section, no file
+    result = slipway(["run", "ingest", "--params", params], env)
+    assert result.returncode == 3 and "leads.csv" in result.stderr and "file not found" in result.stderr
+    assert f"slipway generate --params {params}" in result.stderr
+    assert not (tmp_path / "leads.csv").exists()

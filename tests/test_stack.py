@@ -14,7 +14,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from slipway.processes import free_port
-from tests.conftest import slipway, small_params, write_params
+from tests.conftest import slipway, small_params, write_demo_params
 
 pytestmark = pytest.mark.e2e  # starts real servers or processes
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e  # starts real servers or processes
 def test_up_serves_every_flow_as_a_deployment_and_down_stops_it(tmp_path: Path, prefect_server: str) -> None:
     raw = small_params(tmp_path, rows=1500)
     raw["promotion"]["service_url"] = f"http://127.0.0.1:{free_port()}"
-    params = write_params(tmp_path / "params.yaml", raw)
+    params = write_demo_params(tmp_path / "params.yaml", raw)
     home = tmp_path / "home"
     env = {
         **os.environ,

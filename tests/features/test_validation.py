@@ -6,18 +6,22 @@ import pytest
 
 from features import expectations, validation
 from slipway.datagen import generate_leads
-from slipway.settings import FaultSettings, GenerateSettings, load_settings
+from slipway.settings import DataSettings, FaultSettings, GenerateSettings, load_settings
+from slipway.storage import ParsedBatch
 from tests.conftest import REPO
 
 DATA = load_settings(REPO / "params.yaml").data
 
 
-def run_batch(raw: pd.DataFrame, known: pd.MultiIndex | None = None) -> validation.Verdict:
-    validation.check_schema(raw.columns, DATA, "batch.csv")
-    typed = validation.type_batch(raw, DATA)
-    suite = expectations.validate(typed.frame, DATA, "test")
-    dups = validation.duplicate_followers(typed.frame, [DATA.entity, DATA.timestamp], suite.duplicate_rows)
-    return validation.decide(raw, typed, suite.failures, dups, known, DATA)
+def run_batch(
+    raw: pd.DataFrame | ParsedBatch, known: pd.MultiIndex | None = None, data: DataSettings = DATA
+) -> validation.Verdict:
+    parsed = raw if isinstance(raw, ParsedBatch) else ParsedBatch(raw, None, [])
+    validation.check_schema(parsed.frame.columns, data, "batch.csv")
+    typed = validation.type_batch(parsed.frame, data)
+    suite = expectations.validate(typed.frame, data, "test")
+    dups = validation.duplicate_followers(typed.frame, [data.entity, data.timestamp], suite.duplicate_rows)
+    return validation.decide(parsed, typed, suite.failures, dups, known, data)
 
 
 def as_csv_text(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """The flows end to end in-process, against a temporary Prefect server, MLflow and Feast."""
 
+import hashlib
 from pathlib import Path
 
 import mlflow
@@ -14,13 +15,13 @@ from flows.materialize import materialize
 from flows.train import train
 from slipway.feature_store import open_store
 from slipway.settings import load_settings
-from tests.conftest import small_params, write_params
+from tests.conftest import small_params, write_demo_params, write_params
 
 pytestmark = pytest.mark.e2e  # starts real servers or processes
 
 
 def test_lead_pipeline_registers_a_challenger_with_lineage(home: Path, tmp_path: Path) -> None:
-    params = str(write_params(tmp_path / "params.yaml", small_params(tmp_path, nulls=0.01, duplicates=0.01)))
+    params = str(write_demo_params(tmp_path / "params.yaml", small_params(tmp_path, nulls=0.01, duplicates=0.01)))
 
     rec = ingest(params)
     assert (rec.rows_in, rec.rows_accepted, rec.rows_quarantined) == (3030, 2970, 60)
@@ -52,6 +53,15 @@ def test_lead_pipeline_registers_a_challenger_with_lineage(home: Path, tmp_path:
     ):
         assert tags.get(key), key
     assert tags["feast_feature_service"] == "lead_scoring_v1"
+    raw_md5 = hashlib.md5((tmp_path / "leads.csv").read_bytes(), usedforsecurity=False).hexdigest()
+    assert tags["dvc_data_md5"] == raw_md5 and tags["bronze_batches"] == rec.batch_id  # the batch actually used
+    assert tags["training_window_end"] == tags["test_window_end"] > tags["evaluation_fit_window_end"]  # learnt from all
+    held_out = mlflow.pyfunc.load_model(tags["slipway.evaluation_model"])  # the fit the estimate comes from
+    assert held_out.metadata.run_id == result.run_id
+    run_inputs = client.get_run(result.run_id).inputs
+    assert run_inputs is not None
+    inputs = run_inputs.dataset_inputs
+    assert [i.dataset.name for i in inputs] == ["training_set"] and inputs[0].dataset.digest == tags["training_set_digest"]
 
     run = client.get_run(result.run_id)
     nested = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
@@ -101,7 +111,7 @@ def test_second_dataset_with_awkward_names(home: Path, tmp_path: Path) -> None:
 def test_broken_schema_is_rejected_and_kept_in_bronze(home: Path, tmp_path: Path) -> None:
     raw = small_params(tmp_path, rows=200)
     raw["generate"]["faults"]["broken_schema"] = True
-    params = str(write_params(tmp_path / "params.yaml", raw))
+    params = str(write_demo_params(tmp_path / "params.yaml", raw))
     with pytest.raises(SchemaError, match="'meetings', 'region'"):
         ingest(params)
     assert list((home / "lake" / "bronze").glob("*/leads.csv"))
@@ -170,3 +180,13 @@ def test_champion_switch_rollback_and_history(home: Path, tmp_path: Path, capsys
     assert "champion_switch" in out and "alice" in out and "rollback" in out and "bob" in out
     with pytest.raises(RuntimeError, match="nothing to roll back to"):
         rollback(str(params), requested_by="bob")  # v1 has no recorded predecessor
+
+
+def test_a_failed_retraining_gives_the_cooldown_back(home: Path, tmp_path: Path) -> None:
+    from flows.retrain import retrain
+    from slipway.cooldown import current
+
+    params = str(write_params(tmp_path / "params.yaml", small_params(tmp_path)))  # nothing ingested: materialize fails
+    with pytest.raises(RuntimeError, match="silver is empty"):
+        retrain(params, reason="drift")
+    assert current(home / "reports" / "last_retrain.json") is None  # the next drift event retrains at once

@@ -21,7 +21,7 @@ URI, NAME = "sqlite:///unused.db", "lead-scoring"
 
 @pytest.fixture(scope="module")
 def pipeline(split: training.Split) -> Pipeline:
-    return training.refit_xgboost(split.train, DATA, CFG, {"max_depth": 3}, 40)
+    return training.refit_xgboost(split.development, DATA, CFG, {"max_depth": 3}, 40)
 
 
 @pytest.fixture

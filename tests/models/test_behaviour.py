@@ -19,7 +19,7 @@ PARAMS = {"max_depth": 3, "learning_rate": 0.05, "min_child_weight": 5}
 
 @pytest.fixture(scope="module")
 def model(split: training.Split) -> ScoringModel:
-    return ScoringModel(training.refit_xgboost(split.train_and_validation(), DATA, CFG, PARAMS, 200), DATA)
+    return ScoringModel(training.refit_xgboost(split.development, DATA, CFG, PARAMS, 200), DATA)
 
 
 @pytest.fixture(scope="module")

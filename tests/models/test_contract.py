@@ -32,8 +32,9 @@ def coded(split: training.Split) -> tuple[training.Part, pd.DataFrame]:
     codes = {region: str(REGION_CODES.get(region, 9)) for region in served["region"].unique()}
     served["region"] = served["region"].map(codes)  # ingest keeps categories as text: "1"
     served.loc[served.index[0], "page_views"] = np.nan  # one gap: that column reads as float64
-    train = split.train.X.assign(region=split.train.X["region"].map(lambda r: str(REGION_CODES.get(r, 9))))
-    return training.Part(train.round(), split.train.y, split.train.start, split.train.end), served
+    dev = split.development
+    train = dev.X.assign(region=dev.X["region"].map(lambda r: str(REGION_CODES.get(r, 9))))
+    return training.Part(train.round(), dev.y, dev.times), served
 
 
 @pytest.mark.parametrize("family", ["xgboost", "logistic_regression"])
@@ -78,7 +79,7 @@ def test_registered_model_scores_read_csv_and_read_parquet_output(
 
 
 def test_registered_model_refuses_a_frame_without_a_declared_column(home: Path, split: training.Split) -> None:
-    pipeline = training.fit_baseline(split.train, DATA, CFG)
+    pipeline = training.fit_baseline(split.development, DATA, CFG)
     use_experiment("contract", Home.current())
     with mlflow.start_run() as run:
         version = registry.log_and_register(run, ScoringModel(pipeline, DATA), split.test.X.head(5), "contract", {})

@@ -13,9 +13,9 @@ from tests.models.conftest import CFG, DATA
 @pytest.mark.parametrize("family", ["xgboost", "logistic_regression"])
 def test_compiled_scores_equal_the_pipeline(family: str, split: training.Split) -> None:
     if family == "xgboost":
-        pipeline = training.refit_xgboost(split.train, DATA, CFG, {"max_depth": 4}, 60)
+        pipeline = training.refit_xgboost(split.development, DATA, CFG, {"max_depth": 4}, 60)
     else:
-        pipeline = training.fit_baseline(split.train, DATA, CFG)
+        pipeline = training.fit_baseline(split.development, DATA, CFG)
     rows = [{str(k): v for k, v in r.items()} for r in split.test.X.head(200).to_dict("records")]
     rows[0]["industry"] = "aerospace"  # unseen category
     rows[1]["page_views"] = None  # missing number

@@ -13,14 +13,41 @@ from tests.models.conftest import CFG, DATA
 
 
 def test_split_is_ordered_in_time(split: training.Split) -> None:
-    assert split.train.end <= split.validation.start and split.validation.end <= split.test.start
-    sizes = [len(split.train.y), len(split.validation.y), len(split.test.y)]
-    assert sizes == [4200, 900, 900]
+    assert split.development.end <= split.test.start
+    assert [len(split.development), len(split.test)] == [5100, 900]
+    folds = split.folds(3)
+    assert [(len(fit), len(valid)) for fit, valid in folds] == [(1275, 1275), (2550, 1275), (3825, 1275)]  # expanding
+    for fit, valid in folds:
+        assert fit.end <= valid.start and fit.start == split.development.start
+    assert len(split.everything()) == 6000 and split.everything().end == split.test.end
 
 
 def test_split_refuses_a_single_class_slice(frame: pd.DataFrame) -> None:
-    with pytest.raises(ValueError, match="single label class"):
-        training.time_split(frame.assign(**{DATA.label: 0}), DATA, CFG, "event_timestamp")
+    early = frame["event_timestamp"] <= frame["event_timestamp"].quantile(0.3)
+    no_early_conversions = frame.copy()
+    no_early_conversions.loc[early, DATA.label] = 0
+    with pytest.raises(ValueError, match=r"fold 1/3's fitting window has only label 0 in its \d+ rows.*fewer train.cv_folds"):
+        training.time_split(no_early_conversions, DATA, CFG, "event_timestamp").folds(3)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"converted": 0}, r"data.label 'converted': every one of the 6000 labelled rows is 0; a binary label needs both"),
+        ({"calls": np.nan}, r"data.numeric: 'calls' is missing in every training row"),
+        ({"calls": 3.0}, r"data.numeric: 'calls' has the single value 3.0 in every training row"),
+        ({"region": None}, r"data.categorical: 'region' is missing in every training row"),
+    ],
+)
+def test_a_training_set_no_model_can_learn_from_is_refused_by_key(
+    frame: pd.DataFrame, change: dict[str, float | int | None], message: str
+) -> None:
+    training.check_training_set(frame, DATA)  # the generated set is fine
+    changed = frame.copy()
+    for column, value in change.items():
+        changed[column] = value
+    with pytest.raises(ValueError, match=message):
+        training.check_training_set(changed, DATA)
 
 
 def test_metrics_of_a_perfect_and_a_random_scorer() -> None:
@@ -38,7 +65,7 @@ def test_tuned_model_learns_the_signal_and_is_valid(split: training.Split) -> No
     best = tuning.tune(study, split, DATA, CFG, progress=lambda done, wanted, best: seen.append(done))
     assert len(study.trials) == 4 and seen == [1, 2, 3, 4] and best.user_attrs["best_iteration"] >= 1
     assert best.user_attrs["validation_metrics"]["roc_auc"] == best.value
-    model = training.refit_xgboost(split.train_and_validation(), DATA, CFG, best.params, best.user_attrs["best_iteration"])
+    model = training.refit_xgboost(split.development, DATA, CFG, best.params, best.user_attrs["best_iteration"])
     score = training.predict_proba(model, split.test.X)
     assert ((score >= 0) & (score <= 1)).all()
     assert metrics.classification_metrics(split.test.y, score, 0.1)["roc_auc"] > 0.7  # minimum quality
@@ -57,12 +84,12 @@ def test_pruning_stops_hopeless_trials(split: training.Split) -> None:
 
 
 def test_baseline_is_a_reasonable_bar(split: training.Split) -> None:
-    baseline = training.fit_baseline(split.train, DATA, CFG)
+    baseline = training.fit_baseline(split.development, DATA, CFG)
     assert metrics.classification_metrics(split.test.y, training.predict_proba(baseline, split.test.X), 0.1)["roc_auc"] > 0.65
 
 
 def test_scoring_model_behaviour(split: training.Split) -> None:
-    pipeline = training.fit_baseline(split.train, DATA, CFG)
+    pipeline = training.fit_baseline(split.development, DATA, CFG)
     model = ScoringModel(pipeline, DATA)
     rows = split.test.X.head(50).copy()
     base = model.predict(None, rows)

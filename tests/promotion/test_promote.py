@@ -178,8 +178,8 @@ def test_an_erroring_canary_is_rolled_back_and_serves_nothing_after(stage: Stage
     settings = load_settings(stage.params(min_canary_samples=5))
     data = settings.data
     split = sample_split(settings)
-    pipeline = training.refit_xgboost(split.train, data, settings.train, {"max_depth": 2}, 10)
-    width = pipeline.named_steps["prep"].transform(to_feature_frame(split.train.X.head(50), data)).shape[1]
+    pipeline = training.refit_xgboost(split.development, data, settings.train, {"max_depth": 2}, 10)
+    width = pipeline.named_steps["prep"].transform(to_feature_frame(split.development.X.head(50), data)).shape[1]
     rng = np.random.default_rng(0)
     pipeline.steps[-1] = ("model", XGBClassifier(n_estimators=3).fit(rng.random((50, width + 1)), rng.integers(0, 2, 50)))
     with mlflow.start_run():  # a broken artifact: its booster expects one column more than the features give

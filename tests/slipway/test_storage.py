@@ -52,8 +52,8 @@ def test_csv_and_parquet_sources_parse_to_the_same_rows(tmp_path: Path) -> None:
     data = generate_leads(GenerateSettings(rows=300))
     write_generated(data, str(tmp_path / "leads.csv"))
     write_generated(data, str(tmp_path / "leads.parquet"))
-    from_csv = storage.parse(storage.fetch(str(tmp_path / "leads.csv")))
-    from_parquet = storage.parse(storage.fetch(str(tmp_path / "leads.parquet")))
+    from_csv = storage.parse(storage.fetch(str(tmp_path / "leads.csv"))).frame
+    from_parquet = storage.parse(storage.fetch(str(tmp_path / "leads.parquet"))).frame
     assert from_csv.shape == from_parquet.shape == (300, 15)
     assert from_csv["page_views"].tolist() == from_parquet["page_views"].tolist()
 
@@ -67,7 +67,7 @@ def test_s3_source_is_read_through_boto3(s3_env: str, tmp_path: Path) -> None:
     s3.upload_file(str(path), "raw", "crm/2026/leads.csv")
     batch = storage.fetch("s3://raw/crm/2026/leads.csv")
     assert batch.content == path.read_bytes() and batch.name == "leads.csv"
-    assert len(storage.parse(batch)) == 100
+    assert storage.parse(batch).rows_in == 100
 
 
 @pytest.mark.e2e  # an S3-compatible server (moto) as a process
