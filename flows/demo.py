@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +136,22 @@ class Demo:
             raise RuntimeError(f"promotion run {final.name} ended {final.state}")
         return final
 
-    def monitor(self, seconds: float) -> str:
-        self.run("monitor", window_hours=seconds / 3600)
+    def logged_since(self, traffic: Traffic, rows: int, timeout: float = 240) -> datetime:
+        """Start a monitoring window now and return once ``rows`` more requests were answered and logged.
+
+        Waiting for rows, not for a fixed time, keeps the window full on a slow machine.
+        """
+        started, before = datetime.now(UTC), traffic.answered
+        deadline = time.monotonic() + timeout
+        while traffic.answered - before < rows:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {traffic.answered - before} of {rows} requests answered in {timeout:.0f}s")
+            time.sleep(0.5)
+        time.sleep(3 * self.settings.serving.log_flush_seconds)  # the last acknowledged rows reach the log
+        return started
+
+    def monitor(self, since: datetime) -> str:
+        self.run("monitor", since=since.isoformat())
         verdicts = sorted((self.home.reports / "monitor").glob("*/verdict.json"))
         return verdicts[-1].read_text() if verdicts else "{}"
 
@@ -193,8 +208,9 @@ def _loop(demo: Demo, traffic: Traffic, name: str) -> None:
     labels = pd.read_parquet(demo.home.gold / "labels.parquet")
     traffic.entities(labels[s.data.entity].astype(str).tail(2000).tolist())
     demo.say("5/8 live traffic from the training distribution (entity lookups), then monitor")
-    time.sleep(15)
-    demo.lines.append("monitor (in-distribution): " + _verdict(demo.monitor(20)))
+    window_rows = 3 * s.monitor.min_rows  # a full window whatever the machine's speed
+    window = demo.logged_since(traffic, window_rows)
+    demo.lines.append("monitor (in-distribution): " + _verdict(demo.monitor(window)))
     demo.say("   " + demo.lines[-1])
     demo.say("6/8 a drifted month arrives: ingest it, and traffic now comes from it")
     drifted_path = demo.dir / "drifted_leads.csv"
@@ -208,10 +224,10 @@ def _loop(demo: Demo, traffic: Traffic, name: str) -> None:
     clean = drifted[drifted[s.data.entity].isin(accepted[s.data.entity])]  # as a caller would send them: valid rows
     rows = clean[s.data.features].astype(object).where(clean[s.data.features].notna(), None).tail(4000)
     traffic.rows([{str(k): v for k, v in r.items()} for r in rows.to_dict("records")])
-    time.sleep(15)
+    window = demo.logged_since(traffic, window_rows)  # opens once only drifted rows are sent
     demo.say("7/8 monitor → slipway.drift.detected → automation → retrain (materialize, train, request promotion)")
     before = demo.latest("retrain")
-    demo.lines.append("monitor (drifted): " + _verdict(demo.monitor(14)))
+    demo.lines.append("monitor (drifted): " + _verdict(demo.monitor(window)))
     demo.say("   " + demo.lines[-1])
     retrain = demo.wait_for("retrain", "final", before)
     if not (retrain.state and retrain.state.is_completed()):

@@ -97,14 +97,21 @@ def emit_verdict_events(settings: Settings, champion: str, verdict: drift.DriftV
 
 
 @flow(name="monitor", log_prints=True)
-def monitor(params: str = "params.yaml", window_hours: float | None = None) -> MonitorResult:
-    """Compare the recent prediction log with the champion's training data; emit events on drift or decay."""
+def monitor(params: str = "params.yaml", window_hours: float | None = None, since: datetime | None = None) -> MonitorResult:
+    """Compare the recent prediction log with the champion's training data; emit events on drift or decay.
+
+    The window is the last ``window_hours`` (default ``monitor.window_hours``), or
+    everything logged since ``since`` when that is given.
+    """
     settings = load_params(params)
     cfg, name = settings.monitor, settings.registry.model_name
     champion = registry.alias_version(name, registry.CHAMPION)
     if champion is None:
         raise RuntimeError(f"{name!r} has no champion to monitor yet: promote one first")
-    since = datetime.now(UTC) - timedelta(hours=window_hours or cfg.window_hours)
+    if since is None:
+        since = datetime.now(UTC) - timedelta(hours=window_hours or cfg.window_hours)
+    elif since.tzinfo is None:
+        raise ValueError(f"since={since.isoformat()}: give the time zone (e.g. {since.isoformat()}+00:00)")
     current = current_frame(settings, since)
     out = home().reports / "monitor" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     if len(current) < cfg.min_rows:

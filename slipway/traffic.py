@@ -50,6 +50,11 @@ class Traffic:
                 self.statuses[status] = self.statuses.get(status, 0) + 1
                 i += 1
 
+    @property
+    def answered(self) -> int:
+        """Requests answered 200 so far."""
+        return self.statuses.get(200, 0)
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():

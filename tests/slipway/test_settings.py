@@ -33,6 +33,24 @@ def test_a_column_cannot_be_declared_twice() -> None:
         parse_settings(raw)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"promotion": {"slices": ["regoin"]}}, r"cfg\.yaml: promotion\.slices: 'regoin' is not a column in data\.categorical$"),
+        ({"promotion": {"slices": ["a"]}}, r"promotion\.slices: 'a' is not a column in data\.categorical"),  # numeric
+        ({"data": {**MINIMAL["data"], "timezone": "Mars/Olympus"}}, r"data\.timezone: 'Mars/Olympus' is not an IANA zone"),
+        ({"data": {**MINIMAL["data"], "timestamp_format": "dd/mm/yyyy"}}, r"data\.timestamp_format: .* no strftime directive"),
+        ({"data": {**MINIMAL["data"], "max_quarantine_share": 1.5}}, r"data\.max_quarantine_share: .*less than or equal to 1"),
+        ({"train": {"cv_folds": 1}}, r"train\.cv_folds: .*greater than or equal to 2"),
+        ({"train": {"validation_fraction": 0.2}}, r"train\.validation_fraction: unknown key"),
+    ],
+)
+def test_configuration_mistakes_fail_at_load_naming_the_key(change: dict[str, object], message: str) -> None:
+    raw = {**MINIMAL, "data": {**MINIMAL["data"], "categorical": ["region"]}, **change}
+    with pytest.raises(SettingsError, match=message):
+        parse_settings(raw, "cfg.yaml")
+
+
 def test_ranges_must_name_numeric_columns() -> None:
     raw = {"data": {**MINIMAL["data"], "ranges": {"zz": [0, 1]}}}
     with pytest.raises(SettingsError, match=r"data\.ranges\.zz"):
