@@ -53,7 +53,7 @@ def _part(X: pd.DataFrame, y: np.ndarray, times: pd.Series, what: str) -> Part:
     if len(y) == 0 or y.min() == y.max():
         classes = "no rows" if len(y) == 0 else f"only label {int(y[0])} in its {len(y)} rows"
         raise ValueError(f"{what} has {classes}: both classes are needed (more labelled data, or fewer train.cv_folds)")
-    return Part(X.reset_index(drop=True), y, times.reset_index(drop=True))
+    return Part(X, y, times)  # the index stays the row's position in the time-ordered frame
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,11 @@ def test_the_study_is_named_after_the_data_and_the_search(frame: pd.DataFrame) -
     other_search = settings.model_copy(update={"train": settings.train.model_copy(update={"seed": 8})})
     assert tuning.study_name(other_search, frame) != name
     assert tuning.study_name(settings, frame.iloc[1:]) != name
+
+
+def test_split_rows_keep_their_position_in_the_time_ordered_frame(frame: pd.DataFrame) -> None:
+    ordered = frame.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+    split = training.time_split(frame, DATA, CFG, "event_timestamp")
+    for part in (split.development, split.test, *split.folds(3)[1]):
+        assert (ordered.loc[part.X.index, "event_timestamp"].to_numpy() == part.times.to_numpy()).all()
+    assert (split.everything().X.index == ordered.index).all()
