@@ -1,8 +1,9 @@
 """The scoring service's request and response models, built from the configuration.
 
 Each declared feature becomes a required field under its original name (an alias,
-since names like ``sensor.temp`` are not identifiers): numbers are strict and
-finite, categories are strings, and unknown fields are refused. The OpenAPI
+since names like ``sensor.temp`` are not identifiers): numbers are strict, finite,
+within float32's range and within ``data.ranges``; categories are strings; unknown
+fields are refused. The OpenAPI
 document at ``/docs.json`` therefore lists the real features.
 """
 
@@ -15,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from slipway.settings import DataSettings
 
-Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+FLOAT32_MAX = 3.4028234663852886e38  # XGBoost computes in float32: beyond this a value would become infinite
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 Category = Annotated[str, Field(strict=True, max_length=256)]
 EntityId = Annotated[str, Field(strict=True, min_length=1, max_length=256)]
 
@@ -42,7 +44,10 @@ class Contract:
 def build_contract(data: DataSettings, max_rows: int) -> Contract:
     fields: dict[str, Any] = {}
     for i, column in enumerate(data.features):
-        kind = Number if column in data.numeric else Category
+        kind: Any = Number if column in data.numeric else Category
+        low, high = data.ranges.get(column, (None, None))
+        if low is not None or high is not None:  # the range ingest enforces, enforced here too
+            kind = Annotated[kind, Field(ge=low, le=high)]
         fields[f"f{i}"] = (kind, Field(alias=column))
     strict = ConfigDict(extra="forbid", populate_by_name=False)
     row = create_model("FeatureRow", __config__=strict, **fields)

@@ -19,6 +19,23 @@ from models.routing import serves_challenger
 Record = dict[str, Any]
 
 
+class NonFiniteScore(ValueError):
+    """A model gave NaN or infinity for some rows: never returned, answered as a client error naming them."""
+
+    def __init__(self, version: str, rows: list[int]) -> None:
+        self.rows = rows
+        shown = ", ".join(f"rows[{r}]" for r in rows[:20])
+        super().__init__(f"v{version} gives no finite score for {shown}: values far outside what it was trained on")
+
+
+def _finite(model: LoadedModel, rows: Sequence[Mapping[str, Any]], index: list[int]) -> np.ndarray:
+    scores = np.asarray(model.scorer.predict(rows), dtype=float)
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):
+        raise NonFiniteScore(model.version, [index[j] for j in bad])
+    return scores
+
+
 @dataclass(frozen=True)
 class Scored:
     """One request's answer: a score, the version that served it and any challenger error, per row."""
@@ -40,6 +57,7 @@ def score_rows(
     """Route each row by its key, score each version's rows in one call; a failing challenger falls back to the champion.
 
     Raises only when the champion itself fails (or there is none): a challenger can never fail a request.
+    A NaN or infinite score is a failure too (``NonFiniteScore``), so none is ever returned.
     """
     champion = snap.champion
     if champion is None:
@@ -55,13 +73,13 @@ def score_rows(
         chosen = [rows[i] for i in index]
         served = model
         try:
-            scores[index] = model.scorer.predict(chosen)
+            scores[index] = _finite(model, chosen, index)
         except Exception as exc:
             if model is champion:
                 raise
             on_challenger_error(model.version, len(index))
             message = f"v{model.version}: {type(exc).__name__}: {exc}"[:500]
-            scores[index] = champion.scorer.predict(chosen)
+            scores[index] = _finite(champion, chosen, index)
             for i in index:
                 errors[i] = message
             served = champion

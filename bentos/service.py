@@ -16,12 +16,12 @@ from typing import Any
 
 import anyio
 import bentoml
-from bentoml.exceptions import NotFound, ServiceUnavailable
+from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 
 from bentos.contract import Prediction, PredictResponse, build_contract
 from bentos.guard import RequestGuard
 from bentos.router import ModelRouter, Snapshot
-from bentos.scoring import log_records, score_rows
+from bentos.scoring import NonFiniteScore, log_records, score_rows
 from bentos.shadow import ShadowBatcher
 from models.routing import shadows
 from slipway.feature_store import open_store
@@ -45,6 +45,9 @@ LATENCY = bentoml.metrics.Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 LOG_DROPPED = bentoml.metrics.Gauge(name="slipway_prediction_log_dropped", documentation="log records dropped")
+SHADOW_SKIPPED = bentoml.metrics.Gauge(
+    name="slipway_shadow_skipped", documentation="rows logged without a shadow score: the shadow queue was full"
+)
 MODEL_ERRORS = bentoml.metrics.Counter(
     name="slipway_model_errors_total",
     documentation="rows a challenger failed to score (served by the champion instead)",
@@ -85,7 +88,7 @@ class Scoring:
     def __init__(self) -> None:
         self.router = ModelRouter(SETTINGS.registry.model_name, SETTINGS.serving.poll_seconds, _publish_routing)
         self.log = PredictionLog(HOME.predictions, SETTINGS.serving.log_flush_seconds, SETTINGS.serving.log_queue_size)
-        self.shadow = ShadowBatcher(self._append)
+        self.shadow = ShadowBatcher(self._append, max_rows=SETTINGS.serving.shadow_queue_rows)
         self._store: Any = None  # opened on the first entity lookup, with its feature service
         self._feature_service: Any = None
         # Move the large start-up heap (MLflow, Feast, pandas) out of the collector's
@@ -94,6 +97,12 @@ class Scoring:
 
     def __is_ready__(self) -> bool:
         return self.router.snapshot.champion is not None
+
+    @bentoml.on_shutdown
+    def flush_on_shutdown(self) -> None:
+        """Nothing acknowledged is lost on SIGTERM: shadow rows pending are scored and logged, then the log is written."""
+        self.shadow.close()
+        self.log.close()
 
     @bentoml.api(route="/predict")
     async def predict(self, rows: list[Row]) -> PredictResponse:  # type: ignore[valid-type]
@@ -142,7 +151,10 @@ class Scoring:
             raise ServiceUnavailable(f"no '{SETTINGS.registry.model_name}@champion' in the registry yet")
         request_id = uuid.uuid4().hex
         ids = [f"{request_id}-{i}" for i in range(len(rows))]
-        scored = score_rows(snap, rows, entities or ids, ids, _count_model_errors)
+        try:
+            scored = score_rows(snap, rows, entities or ids, ids, _count_model_errors)
+        except NonFiniteScore as exc:
+            raise InvalidArgument(str(exc)) from None
         elapsed = time.perf_counter() - started
         for version, count in Counter(scored.versions).items():
             REQUESTS.labels(model_version=version, route=scored.route).inc(count)
@@ -159,6 +171,7 @@ class Scoring:
         for record in records:
             self.log.append(record)
         LOG_DROPPED.set(self.log.dropped)
+        SHADOW_SKIPPED.set(self.shadow.skipped)
 
 
 Scoring.add_asgi_middleware(  # type: ignore[attr-defined]

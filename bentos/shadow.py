@@ -21,21 +21,29 @@ Record = dict[str, Any]
 
 
 class ShadowBatcher:
-    def __init__(self, sink: Callable[[list[Record]], None], interval: float = 0.05, max_pending: int = 100_000) -> None:
-        self.sink, self.interval = sink, interval
+    """Pending shadow work, bounded in rows (not requests): a slow challenger cannot exhaust memory."""
+
+    def __init__(self, sink: Callable[[list[Record]], None], interval: float = 0.05, max_rows: int = 20_000) -> None:
+        self.sink, self.interval, self.max_rows = sink, interval, max_rows
         self.skipped = 0
-        self._queue: queue.Queue[tuple[LoadedModel, list[dict[str, Any]], list[Record]]] = queue.Queue(max_pending)
+        self._pending_rows = 0
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[LoadedModel, list[dict[str, Any]], list[Record]]] = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
         self._thread.start()
 
     def submit(self, challenger: LoadedModel, rows: list[dict[str, Any]], records: list[Record]) -> None:
-        """Never blocks: when the queue is full the records are logged without a shadow score."""
-        try:
-            self._queue.put_nowait((challenger, rows, records))
-        except queue.Full:
+        """Never blocks: when ``max_rows`` are pending the records are logged at once, without a shadow score."""
+        with self._lock:
+            full = self._pending_rows + len(rows) > self.max_rows
+            if not full:
+                self._pending_rows += len(rows)
+        if full:
             self.skipped += len(records)
             self.sink(records)
+            return
+        self._queue.put_nowait((challenger, rows, records))
 
     def drain(self) -> int:
         pending: dict[str, tuple[LoadedModel, list[dict[str, Any]], list[Record]]] = {}
@@ -47,6 +55,8 @@ class ShadowBatcher:
             _, all_rows, all_records = pending.setdefault(model.version, (model, [], []))
             all_rows.extend(rows)
             all_records.extend(records)
+            with self._lock:
+                self._pending_rows -= len(rows)
         done = 0
         for model, rows, records in pending.values():
             try:

@@ -179,6 +179,9 @@ class ServingSettings(_Strict):
     log_flush_seconds: float = _field(1.0, "how often the prediction log is written out", gt=0)
     log_queue_size: int = _field(100_000, "prediction-log records held in memory before new ones are dropped", gt=0)
     lookup_timeout_seconds: float = _field(5.0, "feature-store lookups slower than this answer 503", gt=0)
+    shadow_queue_rows: int = _field(
+        20_000, "rows waiting for the challenger in shadow; beyond, rows are logged without a shadow score", gt=0
+    )
 
 
 class MonitorSettings(_Strict):

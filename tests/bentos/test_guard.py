@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -19,7 +20,13 @@ from slipway.settings import DataSettings
 pytestmark = pytest.mark.anyio
 
 DATA = DataSettings(
-    source="x.csv", entity="id", timestamp="t", label="y", numeric=["sensor.temp", "n"], categorical=["site name"]
+    source="x.csv",
+    entity="id",
+    timestamp="t",
+    label="y",
+    numeric=["sensor.temp", "n"],
+    categorical=["site name"],
+    ranges={"n": (0, 1000)},
 )
 CONTRACT = build_contract(DATA, max_rows=3)
 GOOD = {"rows": [{"sensor.temp": 1.5, "n": 2, "site name": "a"}]}
@@ -58,6 +65,17 @@ BAD: list[tuple[str, bytes | str, str, int, str]] = [
     ("malformed", '{"rows": [', "application/json", 400, "malformed JSON"),
     ("not utf-8", b"\xff\xfe{}", "application/json", 400, "malformed JSON"),
     ("pickle", b"\x80\x04K\x01.", "application/vnd.bentoml+pickle", 415, "application/json"),
+    ("nested 900 deep", '{"rows": [{"n": ' + "[" * 900 + "]" * 900 + "}]}", "application/json", 400, "deeper than 8"),
+    (
+        "1,500-digit integer",
+        '{"rows": [{"sensor.temp": 1, "n": ' + "9" * 1500 + ', "site name": "a"}]}',
+        "application/json",
+        400,
+        "400 digits",
+    ),
+    ("beyond float32", json.dumps(row(**{"sensor.temp": 1.7e308})), "application/json", 400, "rows[0].sensor.temp"),
+    ("outside data.ranges", json.dumps(row(n=1001)), "application/json", 400, "rows[0].n"),
+    ("below data.ranges", json.dumps(row(n=-1)), "application/json", 400, "rows[0].n"),
     ("form", "a=1", "application/x-www-form-urlencoded", 415, "application/json"),
     ("no content type", json.dumps(GOOD), "", 415, "none"),
     (
@@ -79,6 +97,21 @@ async def test_client_mistakes_are_4xx_naming_the_problem(
         response = await c.post("/predict", content=body, headers=headers)
     assert response.status_code == status, response.text
     assert names in response.json()["error"]
+
+
+async def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    async with client() as c:
+        response = await c.post("/predict", json=row(**{"site name": "[[[[[[[[[[[[{{{{{{{{{{"}))
+    assert response.status_code == 200, response.text
+
+
+async def test_hostile_bodies_are_refused_at_once() -> None:
+    bodies = ['{"rows": [{"n": ' + "[" * 100_000 + "]" * 100_000 + "}]}", '{"rows": [{"n": ' + "7" * 200_000 + "}]}"]
+    async with client(limit=1_000_000) as c:
+        for body in bodies:
+            started = time.perf_counter()
+            response = await c.post("/predict", content=body, headers={"content-type": "application/json"})
+            assert response.status_code == 400 and time.perf_counter() - started < 2  # a bound, not a benchmark
 
 
 async def test_oversized_body_without_content_length_is_cut_off_while_streaming() -> None:

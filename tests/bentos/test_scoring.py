@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bentos.router import Snapshot
-from bentos.scoring import log_records, score_rows
+from bentos.scoring import NonFiniteScore, log_records, score_rows
 from models.routing import Mode, Routing, serves_challenger
 from tests.bentos.stubs import Broken, Linear, model
 
@@ -55,6 +55,18 @@ def test_a_failing_champion_or_none_at_all_fails_the_call() -> None:
         score_rows(Snapshot(model("1", Broken())), ROWS[:1], KEYS[:1], KEYS[:1])
     with pytest.raises(LookupError):
         score_rows(Snapshot(), ROWS[:1], KEYS[:1], KEYS[:1])
+
+
+def test_a_non_finite_score_is_never_returned() -> None:
+    rows = [{"x": 1.0}, {"x": float("inf")}, {"x": 2.0}, {"x": float("nan")}]
+    keys = KEYS[:4]
+    with pytest.raises(NonFiniteScore, match=r"v1 gives no finite score for rows\[1\], rows\[3\]"):
+        score_rows(Snapshot(model("1", Linear(0.0))), rows, keys, keys)
+    counted: list[tuple[str, int]] = []
+    snap = Snapshot(model("1", Linear(0.0)), model("2", Linear(0.0)), Routing(Mode.CANARY, 100))
+    with pytest.raises(NonFiniteScore):  # the challenger's NaN falls back to the champion, whose NaN fails the call
+        score_rows(snap, rows, keys, keys, lambda v, n: counted.append((v, n)))
+    assert counted == [("2", 4)]
 
 
 def test_log_records_carry_what_the_monitor_reads() -> None:

@@ -28,12 +28,25 @@ def test_pending_requests_are_scored_in_one_call_per_version() -> None:
 
 def test_a_full_queue_logs_the_request_at_once_without_a_shadow_score() -> None:
     sunk: list[list[Record]] = []
-    batcher = ShadowBatcher(sunk.append, interval=3600, max_pending=1)
+    batcher = ShadowBatcher(sunk.append, interval=3600, max_rows=2)
     batcher.submit(model("2", Linear(0.5)), [{"x": 1}], records(1))
-    batcher.submit(model("2", Linear(0.5)), [{"x": 2}, {"x": 3}], records(2, 1))  # overflow
+    batcher.submit(model("2", Linear(0.5)), [{"x": 2}, {"x": 3}], records(2, 1))  # 3 rows pending > 2: overflow
     assert batcher.skipped == 2 and len(sunk) == 1 and all(r["shadow_score"] is None for r in sunk[0])
     batcher.drain()
     assert sunk[1][0]["shadow_score"] == 0.51  # the queued one is still scored: nothing is lost
+    batcher.submit(model("2", Linear(0.5)), [{"x": 2}, {"x": 3}], records(2, 1))  # drained: room again
+    assert batcher.skipped == 2
+    batcher.close()
+
+
+def test_the_bound_is_in_rows_not_requests() -> None:
+    sunk: list[list[Record]] = []
+    batcher = ShadowBatcher(sunk.append, interval=3600, max_rows=1000)
+    big = [{"x": i} for i in range(1000)]
+    batcher.submit(model("2", Linear(0.0)), big, records(1000))
+    batcher.submit(model("2", Linear(0.0)), [{"x": 1}], records(1, 1000))  # one more row: over the bound
+    assert batcher.skipped == 1
+    assert batcher.drain() == 1000
     batcher.close()
 
 

@@ -207,6 +207,8 @@ def prefect_on_postgres(
         "PREFECT_API_DATABASE_CONNECTION_URL": with_driver(database, "asyncpg"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": url,
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "5",  # as infra/compose.yaml: the connection budget
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "5",
     }
     env.pop("PREFECT_API_URL", None)
     command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]

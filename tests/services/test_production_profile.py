@@ -13,8 +13,11 @@ import re
 import secrets
 import signal
 import subprocess
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -24,6 +27,7 @@ import psycopg
 import pytest
 import redis
 from mlflow import MlflowClient
+from sqlalchemy import make_url
 
 from slipway.paths import Home
 from slipway.processes import answers, free_port, running_server
@@ -69,6 +73,39 @@ def mlflow_server(
         yield url, password
 
 
+OWN = "slipway-test"  # application_name of the test's own connections
+CONNECTION_BUDGET = 40  # Prefect 10 + MLflow (1 worker) 5 + its auth store + Optuna 6 + Feast + this test's own
+
+
+@contextmanager
+def peak_connections(url: str) -> Iterator[dict[str, int]]:
+    """Sample ``pg_stat_activity`` every 0.2 s while the block runs: peak connections per database and in all."""
+    admin = make_url(url).set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    peaks: dict[str, int] = defaultdict(int)
+    stop = threading.Event()
+
+    def sample() -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            while not stop.is_set():
+                rows = conn.execute(
+                    "select datname, count(*) from pg_stat_activity"
+                    " where datname is not null and application_name <> %s group by datname",
+                    (OWN,),
+                ).fetchall()
+                for name, count in rows:
+                    peaks[name] = max(peaks[name], int(count))
+                peaks["(all)"] = max(peaks["(all)"], sum(int(c) for _, c in rows))
+                stop.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peaks
+    finally:
+        stop.set()
+        sampler.join(10)
+
+
 def test_training_on_the_production_backends_resumes_an_interrupted_study(
     prefect_on_postgres: PrefectOnPostgres,
     mlflow_server: tuple[str, str],
@@ -81,6 +118,7 @@ def test_training_on_the_production_backends_resumes_an_interrupted_study(
     mlflow_url, password = mlflow_server
     make_bucket(s3, "landing")
     optuna_url = with_driver(new_database("optuna"), "psycopg")
+    reader = f"{optuna_url}?application_name={OWN}"  # this test's own reads: left out of the connection count
     redis_kwargs = machine_redis.connection_pool.connection_kwargs
     online = redis.Redis(host=redis_kwargs["host"], port=redis_kwargs["port"], db=REDIS_DB)
     online.flushdb()
@@ -130,22 +168,26 @@ def test_training_on_the_production_backends_resumes_an_interrupted_study(
         assert first.poll() is None, f"training ended before it could be interrupted: {(tmp_path / 'train-1.log').read_text()}"
         assert time.monotonic() < deadline, "no Optuna trial finished within 300s"
         time.sleep(0.3)
-        names = optuna.get_all_study_names(storage=optuna_url)
+        names = optuna.get_all_study_names(storage=reader)
         if names:
-            running = optuna.load_study(study_name=names[0], storage=optuna_url)
+            running = optuna.load_study(study_name=names[0], storage=reader)
             before = running.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    [study_name] = optuna.get_all_study_names(storage=optuna_url)
-    interrupted = optuna.load_study(study_name=study_name, storage=optuna_url)
+    [study_name] = optuna.get_all_study_names(storage=reader)
+    interrupted = optuna.load_study(study_name=study_name, storage=reader)
     assert len(interrupted.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))) < 16
 
-    second = run("run", "train")
+    with peak_connections(optuna_url) as peaks:  # everything on this PostgreSQL while training resumes
+        second = run("run", "train")
     assert f"resuming Optuna study {study_name}" in second.stdout + second.stderr
+    optuna_db = str(make_url(optuna_url).database)
+    assert peaks[optuna_db] <= 2 * (raw["train"]["workers"] + 1), peaks  # infra/README.md's connection budget
+    assert peaks["(all)"] <= CONNECTION_BUDGET, peaks
 
     # Optuna: still one study on PostgreSQL; the trials finished before the kill are kept, not re-run.
-    assert optuna.get_all_study_names(storage=optuna_url) == [study_name]
-    study = optuna.load_study(study_name=study_name, storage=optuna_url)
+    assert optuna.get_all_study_names(storage=reader) == [study_name]
+    study = optuna.load_study(study_name=study_name, storage=reader)
     finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
     assert 16 <= len(finished) <= 17  # at most one worker's overshoot: the finished trials were not run again
     kept = {t.number: t.params for t in study.trials}
