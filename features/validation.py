@@ -243,6 +243,7 @@ def check_share(verdict: Verdict, data: DataSettings, batch: str) -> None:
     summary = "; ".join(f"{reason}: {n} rows" for reason, n in top)
     raise TooManyBadRows(
         f"{batch}: {len(verdict.quarantined)} of {verdict.rows_in} rows ({share:.0%}) quarantined, above "
-        f"data.max_quarantine_share {data.max_quarantine_share:g}; nothing accepted, the rows are in quarantine. "
+        f"data.max_quarantine_share {data.max_quarantine_share:g}; nothing accepted (the bad rows are in quarantine, "
+        f"the whole batch in bronze). "
         f"Most common: {summary}"
     )
