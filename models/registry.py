@@ -7,11 +7,13 @@ import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
 from mlflow.tracking.fluent import ActiveRun
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
@@ -70,20 +72,25 @@ def input_kinds(data: DataSettings) -> str:
     return json.dumps(kinds, separators=(",", ":"))
 
 
+def _log_pyfunc(artifact: str, model: ScoringModel, example: pd.DataFrame, **extra: Any) -> ModelInfo:
+    """Log a scoring model per the model contract: signature, input example, and the code it needs."""
+    info: ModelInfo = mlflow.pyfunc.log_model(
+        name=artifact,
+        python_model=model,
+        signature=signature(model.data),
+        input_example=example,
+        code_paths=[str(Path(str(package.__file__)).parent) for package in (models, features, slipway)],
+        **extra,
+    )
+    return info
+
+
 def log_and_register(
     run: ActiveRun, model: ScoringModel, example: pd.DataFrame, name: str, lineage: dict[str, str]
 ) -> RegisteredVersion:
     """Log the pyfunc with signature and input example, register it, tag its lineage."""
     lineage = {**lineage, INPUT_KINDS_TAG: input_kinds(model.data)}
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=model,
-        signature=signature(model.data),
-        input_example=example,
-        code_paths=[str(Path(str(package.__file__)).parent) for package in (models, features, slipway)],
-        registered_model_name=name,
-        tags=lineage,
-    )
+    info = _log_pyfunc("model", model, example, registered_model_name=name, tags=lineage)
     client = MlflowClient()
     version = str(info.registered_model_version)
     for key, value in lineage.items():
@@ -96,14 +103,7 @@ EVALUATION_MODEL_TAG = "slipway.evaluation_model"  # the fit that did not see th
 
 def log_evaluation_model(model: ScoringModel, example: pd.DataFrame) -> str:
     """Log the evaluation fit in the active run (not registered); returns its model URI."""
-    info = mlflow.pyfunc.log_model(
-        name="evaluation_model",
-        python_model=model,
-        signature=signature(model.data),
-        input_example=example,
-        code_paths=[str(Path(str(package.__file__)).parent) for package in (models, features, slipway)],
-    )
-    return str(info.model_uri)
+    return str(_log_pyfunc("evaluation_model", model, example).model_uri)
 
 
 def held_out_model_uri(name: str, version: str) -> str:
