@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from slipway.paths import Home
 from slipway.storage import RawBatch
@@ -67,10 +68,22 @@ def read_table(directory: Path) -> pd.DataFrame:
 def ingested(home: Home, batch: RawBatch) -> dict[str, Any] | None:
     """The ledger entry of a batch with this content already ingested into silver, or None."""
     entry = home.silver / LEDGER / f"{batch.md5}.json"
-    if not entry.is_file():
+    if entry.is_file():
+        loaded: dict[str, Any] = json.loads(entry.read_text())
+        return loaded
+    # Killed after silver was written but before the ledger: silver already holds the batch, so
+    # re-running must not quarantine it all as "already in silver". Complete the ledger from the files.
+    written = sorted(home.silver.glob(f"*-{batch.md5[:10]}.parquet"))
+    if not written:
         return None
-    loaded: dict[str, Any] = json.loads(entry.read_text())
-    return loaded
+    batch_id = written[-1].stem
+    accepted = pq.ParquetFile(written[-1]).metadata.num_rows
+    bad = home.quarantine / f"{batch_id}.parquet"
+    quarantined = pq.ParquetFile(bad).metadata.num_rows if bad.is_file() else 0
+    summary = {"batch_id": batch_id, "rows_in": accepted + quarantined, "rows_accepted": accepted}
+    summary["rows_quarantined"] = quarantined
+    record_ingested(home, batch, summary)
+    return ingested(home, batch)
 
 
 def record_ingested(home: Home, batch: RawBatch, summary: dict[str, Any]) -> Path:
