@@ -69,7 +69,8 @@ class FastScorer:
                 out[i, j] = np.nan if value is None else float(value)
             for column, positions in layout.categorical:
                 value = row.get(column)
-                position = positions.get(MISSING_CATEGORY if value is None else str(value))
+                text = "" if value is None else str(value).strip()  # trimmed, empty is missing: as gold.as_text
+                position = positions.get(text or MISSING_CATEGORY)
                 if position is not None:  # unseen category: all zeros, as handle_unknown="ignore"
                     out[i, position] = 1.0
         return out
@@ -86,7 +87,10 @@ class FastScorer:
         rows = np.arange(len(frame))
         for column, positions in layout.categorical:
             text = pa.array(frame[column], from_pandas=True)
-            if not pa.types.is_string(text.type):  # a coded column typed by the reader: as the pyfunc spells it
+            if pa.types.is_string(text.type):  # trimmed, empty is missing: as gold.as_text, in Arrow
+                text = pc.utf8_trim_whitespace(text)
+                text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+            else:  # a coded column typed by the reader: as the pyfunc spells it
                 text = pa.array(category_text(frame[column]), pa.string())
             text = pc.fill_null(text, MISSING_CATEGORY)
             index = pc.index_in(text, value_set=pa.array(list(positions), pa.string()))

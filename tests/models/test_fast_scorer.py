@@ -20,6 +20,8 @@ def test_compiled_scores_equal_the_pipeline(family: str, split: training.Split) 
     rows[0]["industry"] = "aerospace"  # unseen category
     rows[1]["page_views"] = None  # missing number
     rows[2]["region"] = None  # missing category
+    rows[3]["lead_source"] = f"  {rows[3]['lead_source']} "  # padded: trimmed, as ingest and the pyfunc trim
+    rows[4]["industry"] = "   "  # blank: missing
     expected = training.predict_proba(pipeline, gold.to_feature_frame(pd.DataFrame(rows), DATA))
     np.testing.assert_allclose(FastScorer(pipeline, DATA).predict(rows), expected, rtol=1e-6, atol=1e-9)
     frame = pd.DataFrame(rows)
