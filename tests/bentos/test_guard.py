@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
@@ -109,9 +108,8 @@ async def test_hostile_bodies_are_refused_at_once() -> None:
     bodies = ['{"rows": [{"n": ' + "[" * 100_000 + "]" * 100_000 + "}]}", '{"rows": [{"n": ' + "7" * 200_000 + "}]}"]
     async with client(limit=1_000_000) as c:
         for body in bodies:
-            started = time.perf_counter()
             response = await c.post("/predict", content=body, headers={"content-type": "application/json"})
-            assert response.status_code == 400 and time.perf_counter() - started < 2  # a bound, not a benchmark
+            assert response.status_code == 400, response.text  # before the scan: RecursionError, a 500
 
 
 async def test_oversized_body_without_content_length_is_cut_off_while_streaming() -> None:
