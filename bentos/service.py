@@ -45,6 +45,10 @@ LATENCY = bentoml.metrics.Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 LOG_DROPPED = bentoml.metrics.Gauge(name="slipway_prediction_log_dropped", documentation="log records dropped")
+LOG_DAMAGED = bentoml.metrics.Gauge(
+    name="slipway_prediction_log_damaged_files",
+    documentation="prediction-log files found damaged while compacting, moved to date=.../_damaged/",
+)
 SHADOW_SKIPPED = bentoml.metrics.Gauge(
     name="slipway_shadow_skipped", documentation="rows logged without a shadow score: the shadow queue was full"
 )
@@ -87,7 +91,10 @@ class Scoring:
 
     def __init__(self) -> None:
         self.router = ModelRouter(SETTINGS.registry.model_name, SETTINGS.serving.poll_seconds, _publish_routing)
-        self.log = PredictionLog(HOME.predictions, SETTINGS.serving.log_flush_seconds, SETTINGS.serving.log_queue_size)
+        data, serving = SETTINGS.data, SETTINGS.serving
+        self.log = PredictionLog(
+            HOME.predictions, data.numeric, data.categorical, serving.log_flush_seconds, serving.log_queue_size
+        )
         self.shadow = ShadowBatcher(self._append, max_rows=SETTINGS.serving.shadow_queue_rows)
         self._store: Any = None  # opened on the first entity lookup, with its feature service
         self._feature_service: Any = None
@@ -171,6 +178,7 @@ class Scoring:
         for record in records:
             self.log.append(record)
         LOG_DROPPED.set(self.log.dropped)
+        LOG_DAMAGED.set(self.log.damaged)
         SHADOW_SKIPPED.set(self.shadow.skipped)
 
 

@@ -8,7 +8,7 @@ when a threshold is crossed, which a Prefect automation turns into retraining.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from flows.labelled import latest_labels
 from models import drift, monitoring, registry
 from slipway import lake
 from slipway.catalog import DEGRADED_EVENT, DRIFT_EVENT, model_resource
-from slipway.prediction_log import read_batch_log, read_prediction_log
+from slipway.prediction_log import LogScan, feature_column, features_by_name
 from slipway.settings import Settings
 from slipway.tracking import use_experiment
 
@@ -36,10 +36,13 @@ class MonitorResult:
     verdict: drift.DriftVerdict
     report_dir: str
     events: list[str]
+    damaged: list[str] = field(default_factory=list)  # prediction-log files skipped as damaged
 
     def line(self) -> str:
         reasons = "; ".join(self.verdict.drift + self.verdict.degraded) or "no drift, no degradation"
-        return f"monitor v{self.champion}: {self.verdict.rows} rows: {reasons}; events: {', '.join(self.events) or 'none'}"
+        skipped = f"; {len(self.damaged)} damaged log file(s) skipped" if self.damaged else ""
+        events = ", ".join(self.events) or "none"
+        return f"monitor v{self.champion}: {self.verdict.rows} rows: {reasons}; events: {events}{skipped}"
 
 
 @task(cache_policy=NO_CACHE)
@@ -53,26 +56,45 @@ def reference_frame(settings: Settings, champion: str) -> pd.DataFrame:
     return monitoring.scored_reference(window, f"models:/{name}/{champion}", data, settings.monitor.sample_rows)
 
 
-@task(cache_policy=NO_CACHE)
-def current_frame(settings: Settings, since: datetime) -> pd.DataFrame:
-    """Predictions since ``since``: the service's log and the batch runs' (the nightly population is traffic too)."""
-    live = monitoring.decode(read_prediction_log(home().predictions, since), settings.data)
-    columns = [*settings.data.features, "entity", monitoring.SCORE, "time"]
-    scored = read_batch_log(home().batch_predictions, since, columns).drop(columns="time", errors="ignore")
-    return pd.concat([live, scored.reindex(columns=live.columns)], ignore_index=True) if len(scored) else live
+def scans(settings: Settings, since: datetime, columns: list[str] | None) -> tuple[LogScan, LogScan]:
+    """The service's log and the batch runs' (the nightly population is traffic too) since ``since``."""
+    data = settings.data
+    live = None if columns is None else [feature_column(c) if c in data.features else c for c in columns]
+    return LogScan(home().predictions, since, live), LogScan(home().batch_predictions, since, columns, compacted=False)
 
 
 @task(cache_policy=NO_CACHE)
-def assess(settings: Settings, champion: str, reference: pd.DataFrame, current: pd.DataFrame, out: Path) -> drift.DriftVerdict:
+def count_rows(settings: Settings, since: datetime) -> int:
+    """Logged rows since ``since`` (reads only their times)."""
+    return sum(t.num_rows for scan in scans(settings, since, ["time"]) for t in scan.tables())
+
+
+@task(cache_policy=NO_CACHE)
+def read_window(settings: Settings, reference: pd.DataFrame, since: datetime) -> tuple[monitoring.Window, list[str]]:
+    """Every logged row since ``since``, taken in file by file; the damaged files skipped on the way."""
+    data, cfg = settings.data, settings.monitor
+    window = monitoring.Window(reference, data, latest_labels(settings), cfg.sample_rows)
+    live, batch = scans(settings, since, [*data.features, "entity", monitoring.SCORE])
+    for table in live.tables():
+        window.add(features_by_name(table))
+    for table in batch.tables():
+        window.add(table)
+    return window, live.damaged + batch.damaged
+
+
+@task(cache_policy=NO_CACHE)
+def assess(
+    settings: Settings, champion: str, reference: pd.DataFrame, window: monitoring.Window, out: Path
+) -> drift.DriftVerdict:
     """PSI on every logged row, Evidently's presets on a sample, ROC-AUC once labels arrive."""
     auc = registry.holdout_auc(settings.registry.model_name, champion)
-    return monitoring.assess(reference, current, latest_labels(settings), auc, settings.data, settings.monitor, out)
+    return monitoring.assess(reference, window, auc, settings.data, settings.monitor, out)
 
 
 @task(cache_policy=NO_CACHE)
-def publish(settings: Settings, champion: str, verdict: drift.DriftVerdict, out: Path) -> None:
+def publish(settings: Settings, champion: str, verdict: drift.DriftVerdict, damaged: list[str], out: Path) -> None:
     """The verdict as a file, a Prefect table artifact and an MLflow run carrying the report."""
-    lake.write_json(verdict.as_dict(), out / "verdict.json")
+    lake.write_json({**verdict.as_dict(), "damaged_files": damaged}, out / "verdict.json")
     create_table_artifact(
         key="drift",
         table=monitoring.psi_table(verdict, settings.monitor, champion),
@@ -81,7 +103,7 @@ def publish(settings: Settings, champion: str, verdict: drift.DriftVerdict, out:
     use_experiment(f"{settings.registry.model_name}-monitoring", home())
     with mlflow.start_run(run_name=f"monitor-{out.name}"):
         mlflow.set_tags({"model_version": champion, "drift": bool(verdict.drift), "degraded": bool(verdict.degraded)})
-        mlflow.log_metrics(monitoring.verdict_metrics(verdict))
+        mlflow.log_metrics({**monitoring.verdict_metrics(verdict), "damaged_files": len(damaged)})
         mlflow.log_artifacts(str(out), "monitor")
 
 
@@ -112,18 +134,21 @@ def monitor(params: str = "params.yaml", window_hours: float | None = None, sinc
         since = datetime.now(UTC) - timedelta(hours=window_hours or cfg.window_hours)
     elif since.tzinfo is None:
         raise ValueError(f"since={since.isoformat()}: give the time zone (e.g. {since.isoformat()}+00:00)")
-    current = current_frame(settings, since)
+    rows = count_rows(settings, since)
     out = home().reports / "monitor" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    if len(current) < cfg.min_rows:
-        verdict = monitoring.no_verdict(len(current), cfg)
+    if rows < cfg.min_rows:
+        verdict = monitoring.no_verdict(rows, cfg)
         lake.write_json(verdict.as_dict(), out / "verdict.json")
-        print(f"monitor: {len(current)} rows in the window since {since:%Y-%m-%d %H:%M}, fewer than {cfg.min_rows}: no verdict")
+        print(f"monitor: {rows} rows in the window since {since:%Y-%m-%d %H:%M}, fewer than {cfg.min_rows}: no verdict")
         return MonitorResult(champion, verdict, str(out), [])
     reference = reference_frame(settings, champion)
-    verdict = assess(settings, champion, reference, current, out)
-    publish(settings, champion, verdict, out)
+    window, damaged = read_window(settings, reference, since)
+    for problem in damaged:
+        print(f"monitor: skipped a damaged prediction-log file: {problem}")
+    verdict = assess(settings, champion, reference, window, out)
+    publish(settings, champion, verdict, damaged, out)
     events = emit_verdict_events(settings, champion, verdict, out)
     summary = "; ".join(verdict.drift + verdict.degraded) or "no drift, no degradation"
-    print(f"monitor: {len(current)} rows vs {len(reference)} reference rows of v{champion}: {summary}")
+    print(f"monitor: {window.rows} rows vs {len(reference)} reference rows of v{champion}: {summary}")
     print(f"monitor: report {out / 'evidently.html'}")
-    return MonitorResult(champion, verdict, str(out), events)
+    return MonitorResult(champion, verdict, str(out), events, damaged)

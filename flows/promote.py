@@ -79,7 +79,7 @@ def shadow(p: Promotion) -> comparison.ShadowReport:
         cfg.shadow_seconds, f"shadow v{p.challenger}", steps.rows_with(predictions, p.challenger, "shadow_version", started)
     )
     window = steps.log_window(predictions, started, p.settings.serving.log_flush_seconds)
-    latency = steps.replay_latency(p.name, (p.champion, p.challenger), window)
+    latency = steps.replay_latency(p.name, (p.champion, p.challenger), window, p.settings.data.features)
     report = comparison.shadow_report(window, p.champion, p.challenger, latest_labels(p.settings), latency, cfg)
     markdown = report.to_markdown()
     create_markdown_artifact(key="shadow-report", markdown=markdown, description=f"v{p.challenger} vs v{p.champion}")

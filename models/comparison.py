@@ -17,16 +17,28 @@ from slipway.settings import PromotionSettings
 PSI_BINS = 5  # few bins: PSI's noise grows with bins/samples, and canary steps are short
 
 
+def quantile_edges(expected: np.ndarray, bins: int) -> np.ndarray:
+    """The inner edges of ``bins`` quantile bins of ``expected`` (fewer where values repeat)."""
+    return np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)[1:-1]))
+
+
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    return np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+
+
+def psi_of(expected_share: np.ndarray, actual_share: np.ndarray) -> float:
+    """PSI of two distributions over the same bins (empty bins count as 0.01%)."""
+    e, a = np.clip(expected_share, 1e-4, None), np.clip(actual_share, 1e-4, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
 def psi(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> float:
     """Population stability index of ``actual`` against ``expected`` on quantile bins of ``expected``."""
     expected, actual = np.asarray(expected, dtype=float), np.asarray(actual, dtype=float)
     if len(expected) == 0 or len(actual) == 0:
         return float("nan")
-    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)[1:-1]))
-    e = np.bincount(np.searchsorted(edges, expected, side="right"), minlength=len(edges) + 1) / len(expected)
-    a = np.bincount(np.searchsorted(edges, actual, side="right"), minlength=len(edges) + 1) / len(actual)
-    e, a = np.clip(e, 1e-4, None), np.clip(a, 1e-4, None)
-    return float(np.sum((a - e) * np.log(a / e)))
+    edges = quantile_edges(expected, bins)
+    return psi_of(bin_counts(expected, edges) / len(expected), bin_counts(actual, edges) / len(actual))
 
 
 def bootstrap_auc_difference(

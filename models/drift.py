@@ -1,8 +1,9 @@
 """Drift and performance verdicts for the monitor flow.
 
-Pure and vectorised: PSI per feature and on the scores is computed directly on
-the whole window (cheap at millions of rows); Evidently's statistical tests run
-on a sample in the flow and arrive here as the share of drifted columns.
+Pure and vectorised: PSI per feature and on the scores is counted on every row of
+the window, table by table (:class:`PsiCounter`, so a window of any size fits in
+memory); Evidently's statistical tests run on a sample in the flow and arrive here
+as the share of drifted columns.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from features.gold import MISSING_CATEGORY
-from models.comparison import psi
+from features.gold import category_text
+from models.comparison import bin_counts, psi_of, quantile_edges
 from models.metrics import roc_auc_or_none
 from slipway.settings import DataSettings, MonitorSettings
 
@@ -21,26 +24,87 @@ FEATURE_BINS = 10
 _EPS = 1e-4
 
 
+def _numbers(values: pd.Series) -> np.ndarray:
+    return np.asarray(pd.to_numeric(values, errors="coerce").dropna(), dtype=float)
+
+
+def _column_numbers(column: pa.ChunkedArray) -> np.ndarray:
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return _numbers(column.to_pandas())
+    values: np.ndarray = np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=float)
+    return np.asarray(values[~np.isnan(values)], dtype=float)
+
+
+def _category_counts(column: pa.ChunkedArray) -> pd.Series:
+    """Counts per category as the model reads it (trimmed text, missing as its own category)."""
+    counted = pc.value_counts(column).flatten()
+    keys = category_text(pd.Series(counted[0].to_pylist(), dtype=object))
+    return pd.Series(counted[1].to_numpy(), index=keys.to_numpy()).groupby(level=0).sum()
+
+
+class PsiCounter:
+    """PSI of a window against a reference, counted table by table: memory stays bounded at any window size.
+
+    Numeric columns use ``FEATURE_BINS`` quantile bins of the reference (missing values
+    left out); categorical ones the union of categories (missing is a category).
+    """
+
+    def __init__(self, reference: pd.DataFrame, numeric: list[str], categorical: list[str]) -> None:
+        self.numeric, self.categorical = numeric, categorical
+        expected = {c: _numbers(reference[c]) for c in numeric}
+        self.edges = {c: quantile_edges(v, FEATURE_BINS) if len(v) else np.array([]) for c, v in expected.items()}
+        self.expected = {c: bin_counts(v, self.edges[c]) for c, v in expected.items()}
+        self.expected_categories = {c: category_text(reference[c]).value_counts() for c in categorical}
+        self.counts = {c: np.zeros(len(self.edges[c]) + 1, dtype=np.int64) for c in numeric}
+        self.categories = {c: pd.Series(dtype=np.int64) for c in categorical}
+
+    def add(self, table: pa.Table) -> None:
+        """Count one table's rows (columns by name; a column it lacks counts as missing)."""
+        for c in self.numeric:
+            if c in table.column_names:
+                self.counts[c] += bin_counts(_column_numbers(table.column(c)), self.edges[c])
+        for c in self.categorical:
+            column = table.column(c) if c in table.column_names else pa.chunked_array([pa.nulls(table.num_rows)])
+            self.categories[c] = self.categories[c].add(_category_counts(column), fill_value=0)
+
+    def psi(self) -> dict[str, float]:
+        out = {}
+        for c in self.numeric:
+            e, a = self.expected[c], self.counts[c]
+            out[c] = psi_of(e / e.sum(), a / a.sum()) if e.sum() and a.sum() else float("nan")
+        for c in self.categorical:
+            ref, cur = self.expected_categories[c], self.categories[c]
+            index = ref.index.union(cur.index)
+            e, a = ref.reindex(index, fill_value=0).to_numpy(float), cur.reindex(index, fill_value=0).to_numpy(float)
+            out[c] = psi_of(e / e.sum(), a / a.sum()) if e.sum() and a.sum() else float("nan")
+        return out
+
+
 def categorical_psi(reference: pd.Series, current: pd.Series) -> float:
     """PSI over the union of categories (missing values are a category of their own)."""
-    ref = reference.astype(object).fillna(MISSING_CATEGORY).astype(str).value_counts(normalize=True)
-    cur = current.astype(object).fillna(MISSING_CATEGORY).astype(str).value_counts(normalize=True)
-    index = ref.index.union(cur.index)
-    e = np.clip(ref.reindex(index, fill_value=0).to_numpy(), _EPS, None)
-    a = np.clip(cur.reindex(index, fill_value=0).to_numpy(), _EPS, None)
-    return float(np.sum((a - e) * np.log(a / e)))
+    counter = PsiCounter(pd.DataFrame({"c": reference}), [], ["c"])
+    counter.add(pa.table({"c": pa.array(current.astype(object).where(current.notna(), None).map(_text))}))
+    return counter.psi()["c"]
 
 
-def numeric_psi(reference: pd.Series, current: pd.Series) -> float:
-    ref = pd.to_numeric(reference, errors="coerce").dropna().to_numpy(float)
-    cur = pd.to_numeric(current, errors="coerce").dropna().to_numpy(float)
-    return psi(ref, cur, FEATURE_BINS)
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def feature_psi(reference: pd.DataFrame, current: pd.DataFrame, data: DataSettings) -> dict[str, float]:
-    out = {c: numeric_psi(reference[c], current[c]) for c in data.numeric}
-    out.update({c: categorical_psi(reference[c], current[c]) for c in data.categorical})
-    return out
+    """PSI of every declared feature of ``current`` (one frame) against ``reference``."""
+    counter = PsiCounter(reference, list(data.numeric), list(data.categorical))
+    counter.add(frame_table(current, data))
+    return counter.psi()
+
+
+def frame_table(frame: pd.DataFrame, data: DataSettings) -> pa.Table:
+    """A frame's declared features as an Arrow table: numbers as float64, categories as text."""
+    columns = {c: pa.array(pd.to_numeric(frame[c], errors="coerce").to_numpy(float)) for c in data.numeric if c in frame}
+    for c in data.categorical:
+        if c in frame:
+            columns[c] = pa.array(frame[c].astype(object).where(frame[c].notna(), None).map(_text), type=pa.string())
+    return pa.table(columns)
 
 
 @dataclass(frozen=True)

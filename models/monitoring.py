@@ -2,23 +2,26 @@
 
 PSI per feature and on the scores runs on every row of the window; Evidently 0.7's
 drift and data-summary presets run on a sample and write the HTML and JSON report.
-The monitor flow only reads the inputs, calls :func:`assess` and publishes.
+The window is taken in table by table (:class:`Window`), so its size is bounded by
+disk, not memory. The monitor flow only reads the inputs, calls :func:`assess` and
+publishes.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset, DataSummaryPreset
 
 from features.gold import MISSING_CATEGORY
 from models import drift
-from models.comparison import psi
+from slipway.prediction_log import conform
 from slipway.settings import DataSettings, MonitorSettings
 
 SCORE = "score"
@@ -40,10 +43,69 @@ def scored_reference(frame: pd.DataFrame, model_uri: str, data: DataSettings, ro
     return sample.assign(**{SCORE: np.asarray(model.predict(sample[data.features]), dtype=float)})
 
 
-def decode(log: pd.DataFrame, data: DataSettings) -> pd.DataFrame:
-    """Prediction-log rows as a frame of their features (decoded from JSON), entity and served score."""
-    features = pd.DataFrame.from_records([json.loads(f) for f in log["features"]], index=log.index)
-    return features.reindex(columns=data.features).assign(entity=log["entity"], **{SCORE: log["score"].astype(float)})
+class Window:
+    """A window of logged predictions, taken in table by table; memory stays bounded at any window size.
+
+    It keeps what the verdict needs: PSI counts per feature and on the scores
+    (every row), the labelled rows' (label, score) pairs, and a uniform sample of
+    ``sample_rows`` rows (bottom-k of random keys) for Evidently's report.
+    """
+
+    def __init__(self, reference: pd.DataFrame, data: DataSettings, labels: pd.Series, sample_rows: int) -> None:
+        self.data, self.labels, self.sample_rows = data, labels, sample_rows
+        self.counter = drift.PsiCounter(reference, [*data.numeric, SCORE], list(data.categorical))
+        self.rows = 0
+        self._label_ids = pa.array([str(i) for i in labels.index], pa.string())
+        self._y: list[np.ndarray] = []
+        self._scores: list[np.ndarray] = []
+        self._schema = pa.schema(
+            [
+                *(pa.field(c, pa.float64()) for c in data.numeric),
+                *(pa.field(c, pa.string()) for c in data.categorical),
+                pa.field("entity", pa.string()),
+                pa.field(SCORE, pa.float64()),
+            ]
+        )
+        self._sample: pa.Table | None = None
+        self._keys = np.array([])
+        self._rng = np.random.default_rng(0)
+
+    def add(self, table: pa.Table) -> None:
+        """Take in logged rows: the declared features under their own names, ``entity`` and ``score``."""
+        if table.num_rows == 0:
+            return
+        table = conform(table, self._schema)
+        self.rows += table.num_rows
+        self.counter.add(table)
+        known = pc.is_in(table.column("entity"), value_set=self._label_ids)
+        if pc.any(known).as_py():
+            ids = table.column("entity").filter(known).to_pylist()
+            self._y.append(self.labels.loc[ids].to_numpy(int))
+            self._scores.append(table.column(SCORE).filter(known).to_numpy())
+        keys = self._rng.random(table.num_rows)
+        sample = table if self._sample is None else pa.concat_tables([self._sample, table])
+        keys = np.concatenate([self._keys, keys])
+        if len(keys) > self.sample_rows:
+            keep = np.sort(np.argpartition(keys, self.sample_rows)[: self.sample_rows])
+            sample, keys = sample.take(pa.array(keep)), keys[keep]
+        self._sample, self._keys = sample, keys
+
+    def add_frame(self, frame: pd.DataFrame) -> None:
+        """Take in a pandas frame of features, ``entity`` and ``score`` (tests, small windows)."""
+        extra = {c: pa.array(frame[c].astype(object).where(frame[c].notna(), None)) for c in ("entity",) if c in frame}
+        table = drift.frame_table(frame, self.data)
+        for name, column in {**extra, SCORE: pa.array(frame[SCORE].to_numpy(float))}.items():
+            table = table.append_column(name, column)
+        self.add(table)
+
+    def sample(self) -> pd.DataFrame:
+        frame: pd.DataFrame = (self._sample or self._schema.empty_table()).to_pandas()
+        return frame
+
+    def labelled(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._y:
+            return np.array([], dtype=int), np.array([])
+        return np.concatenate(self._y), np.concatenate(self._scores)
 
 
 def run_evidently(reference: pd.DataFrame, current: pd.DataFrame, data: DataSettings, n: int, out: Path) -> float:
@@ -75,27 +137,13 @@ def no_verdict(rows: int, cfg: MonitorSettings) -> drift.DriftVerdict:
 
 
 def assess(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    labels: pd.Series,
-    reference_auc: float | None,
-    data: DataSettings,
-    cfg: MonitorSettings,
-    out: Path,
+    reference: pd.DataFrame, window: Window, reference_auc: float | None, data: DataSettings, cfg: MonitorSettings, out: Path
 ) -> drift.DriftVerdict:
-    """PSI on every row, Evidently on a sample (its report under ``out``), ROC-AUC on rows whose labels arrived."""
-    psis = drift.feature_psi(reference, current, data)
-    share = run_evidently(reference, current, data, cfg.sample_rows, out)
-    known = current[current["entity"].astype(str).isin(labels.index)]
-    return drift.judge(
-        len(current),
-        psis,
-        share,
-        psi(reference[SCORE].to_numpy(float), current[SCORE].to_numpy(float), drift.FEATURE_BINS),
-        reference_auc,
-        (labels.loc[known["entity"].astype(str)].to_numpy(int), known[SCORE].to_numpy(float)),
-        cfg,
-    )
+    """PSI on every row of the window, Evidently on its sample (report under ``out``), ROC-AUC on labelled rows."""
+    psis = window.counter.psi()
+    score_psi = psis.pop(SCORE)
+    share = run_evidently(reference, window.sample(), data, cfg.sample_rows, out)
+    return drift.judge(window.rows, psis, share, score_psi, reference_auc, window.labelled(), cfg)
 
 
 def psi_table(verdict: drift.DriftVerdict, cfg: MonitorSettings, champion: str) -> list[dict[str, object]]:

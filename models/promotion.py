@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from models import policy, registry, training
 from models.routing import Mode, Routing
 from slipway.audit import AuditLog
-from slipway.prediction_log import read_prediction_log
+from slipway.prediction_log import feature_frame, read_prediction_log
 from slipway.service_metrics import ServingState
 from slipway.settings import Settings
 
@@ -104,7 +104,7 @@ def wait_with_progress(seconds: float, what: str, count: Callable[[], int], ever
 
 def rows_with(predictions: Path, version: str, column: str, since: datetime) -> Callable[[], int]:
     """A progress counter: logged rows since ``since`` whose ``column`` names ``version``."""
-    return lambda: int((read_prediction_log(predictions, since)[column].astype(str) == version).sum())
+    return lambda: int((read_prediction_log(predictions, since, [column])[column].astype(str) == version).sum())
 
 
 def log_window(predictions: Path, since: datetime, flush_seconds: float) -> pd.DataFrame:
@@ -113,9 +113,14 @@ def log_window(predictions: Path, since: datetime, flush_seconds: float) -> pd.D
     return read_prediction_log(predictions, since)
 
 
-def replay_latency(name: str, versions: tuple[str, str], window: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def replay_latency(
+    name: str, versions: tuple[str, str], window: pd.DataFrame, features: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-row scoring time (ms) of both versions on the same logged rows."""
-    rows = [json.loads(f) for f in window["features"].head(REPLAY_ROWS)]
+    logged = feature_frame(window.head(REPLAY_ROWS), features)
+    rows: list[dict[str, Any]] = [
+        {str(k): v for k, v in row.items()} for row in logged.astype(object).where(logged.notna(), None).to_dict("records")
+    ]
     out = []
     for version in versions:
         scorer = registry.load_scorer(name, version)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from models.routing import Mode, Routing
-from slipway.prediction_log import read_prediction_log
+from slipway.prediction_log import feature_frame, read_prediction_log
 from slipway.service_metrics import read_state
 from tests.serving import Served
 
@@ -104,7 +104,13 @@ def test_routing_follows_the_registry_without_restart(served: Served) -> None:
     logged = read_prediction_log(log_dir).set_index("request_id").loc[sorted(ids)]
     assert (logged["shadow_version"] == "2").all() and logged["shadow_score"].between(0, 1).all()
     assert (logged["served_version"] == "1").all() and (logged["latency_ms"] > 0).all()
-    assert json.loads(logged["features"].iloc[0]).keys() == set(served.settings.data.features)
+    data = served.settings.data
+    sent = {r: row for r, row in zip([p["request_id"] for p in response.json()["predictions"]], served.rows[:10], strict=True)}
+    features = feature_frame(logged, data.features)  # typed columns, one per declared feature
+    for request_id, row in sent.items():
+        got = features.loc[request_id]
+        assert all(got[c] == pytest.approx(float(row[c])) for c in data.numeric if row.get(c) is not None), (row, got)
+        assert all(got[c] == row[c] for c in data.categorical if row.get(c) is not None), (row, got)
 
     assert read_state(served.url).shadow and read_state(served.url).challenger == "2"
     set_routing(served, Routing(Mode.CANARY, 10))
@@ -182,6 +188,46 @@ def test_entities_keep_answering_while_features_materialize(served: Served) -> N
     assert loop.returncode == 0 and runs >= 2  # several materializations overlapped the requests
     assert len(statuses) > 20
     assert set(statuses) == {200}, f"{sum(s != 200 for s in statuses)} of {len(statuses)} lookups failed"
+
+
+WRITE_ONLINE = """
+import json, sys
+from datetime import datetime, timezone
+import pandas as pd
+from slipway.paths import prepare_environment
+prepare_environment()
+from slipway.feature_store import open_store
+
+store = open_store()
+view = store.get_feature_service(sys.argv[2]).feature_view_projections[0].name
+store.write_to_online_store(view, pd.DataFrame([{**json.loads(sys.argv[1]), sys.argv[3]: datetime.now(timezone.utc)}]))
+"""
+
+
+def test_values_written_to_the_online_store_are_served_at_once(served: Served) -> None:
+    """The service reads the online store on every lookup: nothing is cached that materialization could leave stale."""
+    data, i = served.settings.data, 7
+    entity, row = served.entity_ids[i], dict(served.rows[i])
+    before = post(served, "/predict_entities", {"entity_ids": [entity]}).json()["predictions"][0]["score"]
+    changed = {**row, **{c: float(row[c] or 0) * 2 + 3 for c in data.numeric}}
+    written = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WRITE_ONLINE,
+            json.dumps({data.entity: entity, **changed}),
+            served.settings.features.service,
+            data.timestamp,
+        ],
+        env=served.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert written.returncode == 0, written.stderr[-2000:]
+    after = post(served, "/predict_entities", {"entity_ids": [entity]}).json()["predictions"][0]["score"]
+    expected = post(served, "/predict", {"rows": [changed]}).json()["predictions"][0]["score"]
+    assert after == pytest.approx(expected, rel=1e-6) and after != pytest.approx(before, rel=1e-3)
 
 
 def test_bentoml_build_works_from_the_repository(tmp_path: Path) -> None:

@@ -1,14 +1,14 @@
-"""The monitor's computation in-process: decoding the log, the training window, PSI + Evidently on a shifted window."""
+"""The monitor's computation in-process: a window taken in pieces, the training window, PSI + Evidently on a shift."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from models import monitoring
+from models import drift, monitoring
+from models.comparison import psi
 from slipway.settings import DataSettings, MonitorSettings
 
 DATA = DataSettings(source="x.csv", entity="id", timestamp="t", label="y", numeric=["visits", "calls"], categorical=["region"])
@@ -27,17 +27,27 @@ def frame(n: int, seed: int, visits_shift: float = 0.0) -> pd.DataFrame:
     )
 
 
-def test_decode_turns_logged_json_into_typed_feature_columns() -> None:
-    log = pd.DataFrame(
-        {
-            "features": [json.dumps({"visits": 3, "calls": 1.5, "region": "emea"}), json.dumps({"visits": None, "region": None})],
-            "entity": ["E1", None],
-            "score": [0.25, 0.5],
-        }
-    )
-    decoded = monitoring.decode(log, DATA)
-    assert list(decoded.columns) == ["visits", "calls", "region", "entity", "score"]
-    assert decoded["visits"].tolist()[0] == 3 and np.isnan(decoded["calls"][1]) and decoded["score"].tolist() == [0.25, 0.5]
+def window(reference: pd.DataFrame, *parts: pd.DataFrame, labels: pd.Series | None = None, n: int = 2000) -> monitoring.Window:
+    win = monitoring.Window(reference, DATA, pd.Series(dtype=int) if labels is None else labels, n)
+    for part in parts:
+        win.add_frame(part)
+    return win
+
+
+def test_a_window_taken_in_pieces_counts_every_row_as_one_frame_would_and_keeps_a_bounded_sample() -> None:
+    reference, current = frame(3000, 0), frame(10_000, 1, visits_shift=1.0)
+    current.loc[::7, "region"] = None
+    labels = pd.Series([1, 0, 1], index=["E5", "E9000", "unseen"])
+    whole = window(reference, current, labels=labels)
+    pieces = window(reference, *(current.iloc[i : i + 999] for i in range(0, len(current), 999)), labels=labels)
+    assert whole.rows == pieces.rows == 10_000 and whole.counter.psi() == pieces.counter.psi()
+    expected = psi(reference["visits"].to_numpy(), current["visits"].to_numpy(), drift.FEATURE_BINS)
+    assert pieces.counter.psi()["visits"] == expected and pieces.counter.psi()["region"] > 0.1  # missing is a category
+    y, scores = pieces.labelled()
+    assert y.tolist() == [1, 0] and scores.tolist() == current.set_index("entity").loc[["E5", "E9000"], "score"].tolist()
+    sample = pieces.sample()
+    assert len(sample) == 2000 and sample["entity"].is_unique and set(sample["entity"]) <= set(current["entity"])
+    assert abs(sample["visits"].mean() - current["visits"].mean()) < 0.2  # uniform, not the first or last pieces
 
 
 def test_the_reference_is_the_versions_training_window() -> None:
@@ -51,7 +61,7 @@ def test_a_shifted_feature_is_named_and_the_report_is_written(tmp_path: Path) ->
     cfg = MonitorSettings(sample_rows=2000)
     reference, current = frame(3000, 0), frame(3000, 1, visits_shift=3.0)
     labels = pd.Series([1, 0], index=["E0", "E1"])
-    verdict = monitoring.assess(reference, current, labels, 0.8, DATA, cfg, tmp_path)
+    verdict = monitoring.assess(reference, window(reference, current, labels=labels), 0.8, DATA, cfg, tmp_path)
     assert verdict.feature_psi["visits"] > cfg.max_feature_psi > verdict.feature_psi["calls"]
     assert any("visits" in reason for reason in verdict.drift) and verdict.labelled == 2
     assert (tmp_path / "evidently.html").stat().st_size > 10_000 and (tmp_path / "evidently.json").exists()
@@ -61,5 +71,6 @@ def test_a_shifted_feature_is_named_and_the_report_is_written(tmp_path: Path) ->
 
 
 def test_the_same_distribution_is_not_drift(tmp_path: Path) -> None:
-    verdict = monitoring.assess(frame(3000, 0), frame(3000, 2), pd.Series(dtype=int), None, DATA, MonitorSettings(), tmp_path)
+    reference = frame(3000, 0)
+    verdict = monitoring.assess(reference, window(reference, frame(3000, 2)), None, DATA, MonitorSettings(), tmp_path)
     assert verdict.drift == [] and verdict.degraded == [] and max(verdict.feature_psi.values()) < 0.05
