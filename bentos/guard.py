@@ -5,19 +5,22 @@ type is never let through to be deserialised), the body size while it streams,
 strict JSON (NaN and Infinity are refused by name) and the request schema. Before
 any parsing, nesting depth and the length of digit runs are bounded, so a body
 nested thousands deep or an integer of thousands of digits is refused in
-milliseconds instead of holding a worker. A valid request is replayed untouched.
+milliseconds instead of holding a worker. A valid request is then answered by the
+scoring function on the request as validated (or replayed untouched to the app).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+LOGGER = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -87,11 +90,30 @@ def validate_body(body: bytes, model: type[BaseModel]) -> BaseModel:
         raise ClientError(400, "invalid request: " + "; ".join(f"{d['field']}: {d['message']}" for d in detail), detail) from None
 
 
-class RequestGuard:
-    """Screens POSTs to the guarded paths; everything else passes straight through."""
+Answer = Callable[[str, Any], Awaitable[bytes]]  # (path, validated request) → JSON response body
 
-    def __init__(self, app: ASGIApp, *, models: dict[str, type[BaseModel]], max_body_bytes: int, token: str | None) -> None:
+
+class RequestGuard:
+    """Screens POSTs to the guarded paths; everything else passes straight through.
+
+    With ``answer``, a valid request is answered here, by ``answer(path, request)``
+    on the request as validated, so it is parsed and validated once; without it, it
+    is replayed to the app. An exception from ``answer`` carrying an HTTP status
+    (``error_code``, as BentoML's exceptions do) is answered with that status and
+    its message; any other is a 500 that says nothing of its cause (it is logged).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        models: dict[str, type[BaseModel]],
+        max_body_bytes: int,
+        token: str | None,
+        answer: Answer | None = None,
+    ) -> None:
         self.app, self.models, self.max_body_bytes, self.token = app, models, max_body_bytes, token
+        self.answer = answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         model = self.models.get(scope.get("path", "")) if scope["type"] == "http" else None
@@ -102,11 +124,27 @@ class RequestGuard:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             self._check_headers(headers)
             body = await self._read_body(receive)
-            validate_body(body, model)
+            request = validate_body(body, model)
+            if self.answer is not None:
+                out = await self.answer(scope["path"], request)
         except ClientError as exc:
             await self._answer(send, exc)
             return
-        await self.app(scope, _replay(body, receive), send)
+        except Exception as exc:  # from answer: its status if it has one, else a 500 naming nothing internal
+            status = int(getattr(exc, "error_code", 500))
+            if status == 503:  # the cause (a store or registry down) goes to the client and to the log
+                LOGGER.warning("%s: 503: %s", scope["path"], exc)
+            elif status >= 500:
+                LOGGER.exception("%s failed", scope["path"])
+            message = str(exc) if status < 500 or status == 503 else "an unexpected error: see the service's log"
+            await self._answer(send, ClientError(status, message))
+            return
+        if self.answer is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        response = [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": response})
+        await send({"type": "http.response.body", "body": out})
 
     def _check_headers(self, headers: dict[str, str]) -> None:
         if self.token is not None:

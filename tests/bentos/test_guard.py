@@ -140,6 +140,40 @@ async def test_bearer_token_is_required_when_configured() -> None:
     assert right.status_code == 200
 
 
+class Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.error_code = status
+
+
+async def test_with_an_answer_the_validated_request_is_answered_here_and_errors_keep_their_status() -> None:
+    seen: list[Any] = []
+
+    async def answer(path: str, request: Any) -> bytes:
+        seen.append(request)
+        n = request.rows[0].model_dump(by_alias=True)["n"]
+        if n == 404:
+            raise Refused(404, "unknown entity ids: ghost")
+        if n == 503:
+            raise Refused(503, "feature store unavailable: no answer within 5s")
+        if n == 500:
+            raise RuntimeError("secret internals")
+        return json.dumps({"n": n}).encode()
+
+    never = Starlette(routes=[])  # nothing may reach the app on a guarded path
+    guarded = RequestGuard(never, models={"/predict": CONTRACT.predict_request}, max_body_bytes=2000, token=None, answer=answer)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded), base_url="http://test") as c:
+        ok = await c.post("/predict", json=row(n=7))
+        missing, down, broken = [await c.post("/predict", json=row(n=n)) for n in (404, 503, 500)]
+        bad = await c.post("/predict", json=row(n="7"))
+    assert ok.status_code == 200 and ok.json() == {"n": 7} and ok.headers["content-type"] == "application/json"
+    assert type(seen[0]) is CONTRACT.predict_request  # the model the guard validated, not raw JSON
+    assert missing.status_code == 404 and "ghost" in missing.json()["error"]
+    assert down.status_code == 503 and "no answer within" in down.json()["error"]
+    assert broken.status_code == 500 and "secret" not in broken.text
+    assert bad.status_code == 400 and len(seen) == 4  # refused before any answer
+
+
 def test_contract_documents_the_real_feature_names() -> None:
     schema = CONTRACT.predict_request.model_json_schema()
     row_schema = schema["$defs"]["FeatureRow"]

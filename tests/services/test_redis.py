@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -16,7 +17,7 @@ import yaml
 
 from models.sample import clean_leads
 from slipway import lake
-from slipway.feature_store import open_store
+from slipway.feature_store import OnlineReader, open_store
 from slipway.paths import Home
 from slipway.settings import load_settings
 from tests.conftest import REPO, slipway, small_params, write_params
@@ -61,7 +62,7 @@ def test_entity_lookups_answer_503_fast_while_redis_is_down_and_recover(
             hung, waited = ask()
         finally:
             redis_server.process.send_signal(signal.SIGCONT)
-        assert hung.status_code == 503  # BentoML's generic 503 body; the cause is in the service log
+        assert hung.status_code == 503 and "feature store unavailable" in hung.json()["error"]  # the cause, not internals
         assert "feature store unavailable" in (tmp_path / "bentoml.log").read_text()
         assert waited < 3, f"a hung Redis held the request for {waited:.1f}s (lookup_timeout_seconds: 1)"
 
@@ -128,3 +129,7 @@ def test_a_failed_materialization_rerun_leaves_the_online_store_complete(
         np.testing.assert_allclose(online[column].to_numpy(float), latest[column].to_numpy(float), err_msg=column)
     for column in data.categorical:
         assert (online[column].to_numpy() == latest[column].to_numpy()).all(), column
+    reader = OnlineReader(store, settings.features.service, data.features)  # the service's lower-level read
+    rows = reader.read([*ids, "no-such-entity"])
+    assert rows[-1] is None and pd.DataFrame(rows[:-1], index=ids).equals(online[data.features])
+    assert reader.native_async and asyncio.run(reader.read_async([*ids, "no-such-entity"])) == rows  # what the service uses
