@@ -12,7 +12,7 @@ part by part, so 10 M rows never sit in this process's memory. Then times, in on
 
 It prints seconds, the ratio and this process's peak RSS after each step.
 
-Usage: ``uv run python -m bench.monitor [--rows 1000000] [--sample-rows 50000] [--skip-evidently]``.
+Usage: ``uv run python -m bench.monitor [--rows 1000000] [--sample-rows N] [--skip-evidently]``.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def peak_rss_mib() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--sample-rows", type=int, default=50_000)
+    parser.add_argument("--sample-rows", type=int, default=MonitorSettings().sample_rows)
     parser.add_argument("--part-rows", type=int, default=10_000, help="rows per flush part")
     parser.add_argument("--skip-evidently", action="store_true", help="time only Slipway's path (for very large windows)")
     args = parser.parse_args()

@@ -192,7 +192,9 @@ class MonitorSettings(_Strict):
 
     window_hours: float = _field(24.0, "the prediction-log window compared with the training reference", gt=0)
     min_rows: int = _field(200, "fewer logged rows in the window: no verdict", gt=0)
-    sample_rows: int = _field(50_000, "rows per side given to Evidently's statistical tests", gt=0)
+    sample_rows: int = _field(
+        20_000, "rows per side given to Evidently's tests (distance-based beyond 1,000 rows; PSI uses every row)", gt=0
+    )
     max_feature_psi: float = _field(0.25, "any feature with a PSI above this is drift", gt=0)
     max_drifted_share: float = _field(0.5, "share of columns Evidently's tests flag above which it is drift", gt=0, le=1)
     max_score_psi: float = _field(0.25, "prediction drift: PSI of the served scores", gt=0)
