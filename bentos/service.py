@@ -156,8 +156,10 @@ class Scoring:
             with anyio.fail_after(limit):  # a hung store (Redis retrying) must not hold the request
                 if self._reader.native_async:  # Redis: its asyncio client, no thread hand-off
                     found = await self._reader.read_async(entity_ids)
-                else:  # SQLite: a local read of ~0.1 ms, cheaper on the loop than a thread hand-off
+                elif self._reader.local:  # SQLite: a local read of ~0.1 ms, cheaper on the loop than a thread
                     found = self._reader.read(entity_ids)
+                else:  # any other store's blocking client: in a thread, so a hung store holds only its request
+                    found = await anyio.to_thread.run_sync(self._reader.read, entity_ids, abandon_on_cancel=True)
         except TimeoutError:
             raise ServiceUnavailable(f"feature store unavailable: no answer within {limit}s") from None
         except Exception as exc:

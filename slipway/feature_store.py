@@ -89,6 +89,11 @@ class OnlineReader:
         store = type(self.provider.online_store)
         return store.online_read_async is not OnlineStore.online_read_async
 
+    @property
+    def local(self) -> bool:
+        """Whether the online store is a local file (SQLite): a read cannot hang on a network."""
+        return type(self.provider.online_store).__name__ == "SqliteOnlineStore"
+
     def _keys(self, entity_ids: list[str]) -> list[EntityKey]:
         return [EntityKey(join_keys=[self.join_key], entity_values=[Value(string_val=e)]) for e in entity_ids]
 

@@ -251,14 +251,10 @@ class PredictionLog:
         files = visible_files(day, footer=self._footer)  # covered sources a crash left behind are deleted here
         for legacy in [f for f in files if f.name.startswith(LEGACY_PREFIX)]:
             merged += self._merge(day, [legacy], 1)  # rewritten typed, on its own
-        level = 0
-        while True:
-            files = [f for f in visible_files(day, footer=self._footer) if _level(f) == level]
-            if not files:
-                break
+        for level in range(max((_level(f) for f in visible_files(day, footer=self._footer)), default=-1) + 1):
+            files = [f for f in visible_files(day, footer=self._footer) if _level(f) == level]  # with merges so far
             for group in self._groups(day, files):
                 merged += self._merge(day, group, level + 1)
-            level += 1
         self._footers = {p: f for p, f in self._footers.items() if p.exists()}
         return merged
 

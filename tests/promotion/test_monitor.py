@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -76,9 +78,15 @@ def retrain_runs(stage: Stage) -> list[FlowRun]:
 
 
 def test_traffic_from_the_training_distribution_raises_no_drift(stage: Stage, runner_params: Path) -> None:
+    day = stage.served.home.predictions / f"date={datetime.now(UTC):%Y-%m-%d}"
+    day.mkdir(parents=True, exist_ok=True)
+    (day / "L0-20000101T000000000000-damaged0.parquet").write_bytes(b"")  # what a full disk leaves behind
     time.sleep(8)  # the background traffic: held-out entities, same distribution as training
     code, out = monitor(stage, runner_params, 8)
     assert code == 0 and "no drift, no degradation" in out, out
+    assert "damaged prediction-log file: date=" in out and "L0-20000101T000000000000-damaged0" in out, out  # skipped, said
+    metrics = httpx.get(f"{stage.served.url}/metrics", timeout=10).text  # the service's compactor set it aside
+    assert re.search(r"slipway_prediction_log_damaged_files(\{[^}]*\})? 1\.0", metrics), metrics[-2000:]
     report = sorted((stage.served.home.reports / "monitor").glob("*/evidently.html"))
     assert report and report[-1].stat().st_size > 10_000
 

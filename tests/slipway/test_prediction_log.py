@@ -119,6 +119,17 @@ def test_compaction_merges_full_levels_into_few_files_keeping_every_row_once(tmp
     assert frame["feature.page_views"].sum() == sum(range(210))
 
 
+def test_a_full_level_merges_even_when_no_flush_came_since(tmp_path: Path) -> None:
+    log = new_log(tmp_path, fan_in=4)
+    now = datetime.now(UTC)
+    for flush in range(16):
+        write(log, flush * 10, 10, now)
+    assert log.compact() == 16  # sixteen flushes: four files of level 1
+    assert log.compact() == 4  # a restart, say: nothing new was flushed, level 1 is full
+    assert [f.name.split("-")[0] for f in day_files(tmp_path)] == ["L2"] and len(read_prediction_log(tmp_path)) == 160
+    log.close()
+
+
 def test_a_crash_between_merging_and_deleting_the_sources_neither_loses_nor_doubles(tmp_path: Path) -> None:
     log = new_log(tmp_path, fan_in=4)
     now = datetime.now(UTC)
