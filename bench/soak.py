@@ -3,7 +3,8 @@
 Builds the scratch deployment of ``bench.serving``, starts Slipway's service, turns
 shadow on, measures the maximum single-row throughput with ``wrk`` (8 connections,
 10 s), then sends single-row requests open-loop at half that rate (each request is
-timed from when it was due, so a stall shows as latency, not as fewer requests)
+timed from when it was due, so a stall shows as latency, not as fewer requests;
+raw HTTP/1.1 on 16 kept-alive connections, so the client is not the bottleneck)
 for ``--minutes``. Every minute it prints requests, errors, p50/p99 and the
 service's RSS (all its processes). At the end it stops the service with SIGTERM
 and checks that the prediction log holds one record per 200 answered.
@@ -15,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from bench.serving import load, scratch_deployment, slipway_server
@@ -59,47 +60,80 @@ def tree_rss_mib(pid: int) -> float:
     return total_kib / 1024
 
 
-async def drive(url: str, body: dict[str, object], rate: float, minutes: int, server_pid: int) -> list[tuple[Minute, float]]:
-    """Open-loop load at ``rate``; per minute, the requests' outcome and the service's RSS at its end."""
+def _request(url: str, body: dict[str, object]) -> tuple[str, int, bytes]:
+    host_port, path = url.removeprefix("http://").split("/", 1)
+    host, port = host_port.split(":")
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST /{path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    return host, int(port), head.encode() + payload
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """One request on a kept-alive connection; returns the status."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    await reader.readexactly(length)
+    return status
+
+
+async def drive(
+    url: str, body: dict[str, object], rate: float, minutes: int, server_pid: int, connections: int = 16
+) -> list[tuple[Minute, float]]:
+    """Open-loop load at ``rate`` over kept-alive connections (raw HTTP/1.1, so the client is not the bottleneck).
+
+    Each request is due at a fixed time and timed from then: when every connection is
+    busy, due requests wait and their wait counts as latency.
+    """
     per_minute = [Minute() for _ in range(minutes)]
     rss: list[float] = []
+    host, port, request = _request(url, body)
+    due: asyncio.Queue[float] = asyncio.Queue(maxsize=100_000)
     started = time.perf_counter()
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-    pending: set[asyncio.Task[None]] = set()
+    end = started + minutes * 60
 
-    async def one(client: httpx.AsyncClient, due: float) -> None:
-        minute = per_minute[min(int((due - started) // 60), minutes - 1)]
-        try:
-            response = await client.post(url, json=body)
-            ok = response.status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        if ok:
-            minute.ok += 1
-            minute.latencies.append((time.perf_counter() - due) * 1000)
-        else:
-            minute.errors += 1
+    def minute(at: float) -> Minute:
+        return per_minute[min(int((at - started) // 60), minutes - 1)]
 
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        i = 0
-        while (due := started + i / rate) < started + minutes * 60:
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if len(pending) < 2000:  # beyond this the service is down, not slow: count it as errors
-                task = asyncio.create_task(one(client, due))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        while (when := await due.get()) > 0:
+            try:
+                ok = await _exchange(reader, writer, request) == 200
+            except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration):
+                ok = False
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+            if ok:
+                minute(when).ok += 1
+                minute(when).latencies.append((time.perf_counter() - when) * 1000)
             else:
-                per_minute[min(int((due - started) // 60), minutes - 1)].errors += 1
-            if len(rss) < int((time.perf_counter() - started) // 60):
-                rss.append(tree_rss_mib(server_pid))
-                m = per_minute[len(rss) - 1]
-                p50, p99 = np.percentile(m.latencies, [50, 99]) if m.latencies else (float("nan"),) * 2
-                print(f"minute {len(rss):>3}: {m.ok:>6} ok {m.errors:>4} errors", end="")
-                print(f"  p50 {p50:6.2f} ms  p99 {p99:7.2f} ms  RSS {rss[-1]:.0f} MiB")
-            i += 1
-        await asyncio.gather(*pending)
+                minute(when).errors += 1
+        writer.close()
+
+    workers = [asyncio.create_task(connection()) for _ in range(connections)]
+    i = 0
+    while (when := started + i / rate) < end:
+        delay = when - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            due.put_nowait(when)
+        except asyncio.QueueFull:  # 100,000 requests behind: the service is down, not slow
+            minute(when).errors += 1
+        if len(rss) < int((time.perf_counter() - started) // 60):
+            rss.append(tree_rss_mib(server_pid))
+            m = per_minute[len(rss) - 1]
+            p50, p99 = np.percentile(m.latencies, [50, 99]) if m.latencies else (float("nan"),) * 2
+            print(f"minute {len(rss):>3}: {m.ok:>6} ok {m.errors:>4} errors", end="")
+            print(f"  p50 {p50:6.2f} ms  p99 {p99:7.2f} ms  RSS {rss[-1]:.0f} MiB", flush=True)
+        i += 1
+    for _ in workers:
+        await due.put(0.0)
+    await asyncio.gather(*workers)
     rss.append(tree_rss_mib(server_pid))
     while len(rss) < minutes:
         rss.append(rss[-1])
