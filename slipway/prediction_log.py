@@ -276,6 +276,14 @@ class PredictionLog:
         if len(sources) < 2 and not sources[0].name.startswith(LEGACY_PREFIX):
             return 0
         failed: list[tuple[Path, Exception]] = []
+        try:  # every column of every source is kept: files written under other settings merge whole
+            schema = pa.unify_schemas(
+                [self.schema, *(pq.read_schema(f) for f in sources if not f.name.startswith(LEGACY_PREFIX))],
+                promote_options="permissive",
+            ).remove_metadata()
+        except (OSError, pa.ArrowException) as exc:  # a feature whose type changed: kept apart, read as it is
+            LOGGER.warning("prediction log: %d files in %s not merged: %s", len(sources), day, exc)
+            return 0
 
         def tables() -> Iterator[pa.Table]:
             for f in sources:
@@ -285,13 +293,13 @@ class PredictionLog:
                     else:
                         batches = pq.ParquetFile(f).iter_batches(batch_size=ROW_GROUP_ROWS)
                     for batch in batches:
-                        yield conform(pa.Table.from_batches([batch]), self.schema)
+                        yield conform(pa.Table.from_batches([batch]), schema)
                 except (OSError, pa.ArrowException, ValueError) as exc:
                     failed.append((f, exc))
                     raise
 
         try:
-            _write_atomic(day / _new_name(level), tables(), self.schema, [f.name for f in sources])
+            _write_atomic(day / _new_name(level), tables(), schema, [f.name for f in sources])
         except (OSError, pa.ArrowException, ValueError):
             if failed:  # that source is set aside; the others merge on the next round
                 self._set_aside(day, *failed[0])

@@ -130,6 +130,21 @@ def test_a_full_level_merges_even_when_no_flush_came_since(tmp_path: Path) -> No
     log.close()
 
 
+def test_files_written_under_other_settings_merge_without_losing_a_column(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    before = PredictionLog(tmp_path, [*NUMERIC, "retired"], CATEGORICAL, flush_seconds=3600, fan_in=2)  # an older release
+    before.append({**record(0, now), "features": {"page_views": 0, "sensor.temp": 20.5, "region": None, "retired": 7.5}})
+    assert before.flush() == 1
+    before.close()
+    log = new_log(tmp_path, fan_in=2)
+    write(log, 1, 1, now)
+    assert log.compact() == 2
+    log.close()
+    merged = read_prediction_log(tmp_path).set_index("request_id")
+    assert [f.name.split("-")[0] for f in day_files(tmp_path)] == ["L1"]
+    assert merged.loc["r0", "feature.retired"] == 7.5 and merged["feature.retired"].isna().tolist() == [False, True]
+
+
 def test_a_crash_between_merging_and_deleting_the_sources_neither_loses_nor_doubles(tmp_path: Path) -> None:
     log = new_log(tmp_path, fan_in=4)
     now = datetime.now(UTC)
