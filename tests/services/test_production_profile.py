@@ -118,7 +118,9 @@ def test_training_on_the_production_backends_resumes_an_interrupted_study(
     mlflow_url, password = mlflow_server
     make_bucket(s3, "landing")
     optuna_url = with_driver(new_database("optuna"), "psycopg")
-    reader = f"{optuna_url}?application_name={OWN}"  # this test's own reads: left out of the connection count
+    # this test's own reads (left out of the connection count), through one storage: a URL per call
+    # made a new engine and pool per poll, which under a slow start exhausted PostgreSQL's max_connections
+    reader = optuna.storages.RDBStorage(f"{optuna_url}?application_name={OWN}")
     redis_kwargs = machine_redis.connection_pool.connection_kwargs
     online = redis.Redis(host=redis_kwargs["host"], port=redis_kwargs["port"], db=REDIS_DB)
     online.flushdb()
