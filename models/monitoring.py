@@ -92,10 +92,9 @@ class Window:
 
     def add_frame(self, frame: pd.DataFrame) -> None:
         """Take in a pandas frame of features, ``entity`` and ``score`` (tests, small windows)."""
-        extra = {c: pa.array(frame[c].astype(object).where(frame[c].notna(), None)) for c in ("entity",) if c in frame}
-        table = drift.frame_table(frame, self.data)
-        for name, column in {**extra, SCORE: pa.array(frame[SCORE].to_numpy(float))}.items():
-            table = table.append_column(name, column)
+        table = drift.frame_table(frame, self.data).append_column(SCORE, pa.array(frame[SCORE].to_numpy(float)))
+        if "entity" in frame:  # without it, add() reads every entity as unknown
+            table = table.append_column("entity", pa.array(frame["entity"].astype(object).where(frame["entity"].notna(), None)))
         self.add(table)
 
     def sample(self) -> pd.DataFrame:
