@@ -119,12 +119,12 @@ def history(params: str) -> None:
         print(f"{e['time']:<33} {e['event']:<18} {e['version'] or '-':>7}  {e['actor']:<14} {details}")
 
 
-def stack_up(params: str, prefect_port: int, mlflow_port: int) -> None:
+def stack_up(params: str, prefect_port: int, mlflow_port: int, dashboard_port: int) -> None:
     from flows.stack import up
 
     load_settings(params)
-    print("slipway up: starting Prefect, the MLflow UI, the scoring service and the deployments …", flush=True)
-    stack = up(params, prefect_port, mlflow_port)
+    print("slipway up: starting Prefect, the MLflow UI, the monitoring dashboard, the scoring service and the deployments …")
+    stack = up(params, prefect_port, mlflow_port, dashboard_port)
     for name, entry in stack.items():
         pid = entry["pid"] or "external"
         print(f"  {name:<12} {entry['url']:<40} pid {pid}")
@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack_up = sub.add_parser("up", parents=[common], help="start the local stack: Prefect, MLflow UI, service, deployments")
     stack_up.add_argument("--prefect-port", type=int, default=4200, help="when PREFECT_API_URL is not set (default 4200)")
     stack_up.add_argument("--mlflow-port", type=int, default=5000)
+    stack_up.add_argument("--dashboard-port", type=int, default=8000, help="the Evidently UI (monitoring dashboard)")
     sub.add_parser("down", parents=[common], help="stop what 'slipway up' started")
     cfg = sub.add_parser("config", parents=[common], help="check the params file, or print its schema or table")
     shown = cfg.add_mutually_exclusive_group()
@@ -228,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "serve":
             serve(args.params, args.port)
         elif args.command == "up":
-            stack_up(args.params, args.prefect_port, args.mlflow_port)
+            stack_up(args.params, args.prefect_port, args.mlflow_port, args.dashboard_port)
         elif args.command == "down":
             from flows.stack import down
 

@@ -179,7 +179,8 @@ def run_demo(params: str) -> None:
     s, name = demo.settings, demo.settings.registry.model_name
     demo.say(f"slipway demo: the whole loop on generated data (params derived from {params}: {demo.params})")
     demo.say("1/8 local stack: Prefect server, scoring service, every flow as a deployment, retraining automations")
-    stack = up(str(demo.params), 4200 if not os.environ.get("PREFECT_API_URL") and port_is_free(4200) else free_port(), None)
+    prefect_port = 4200 if not os.environ.get("PREFECT_API_URL") and port_is_free(4200) else free_port()
+    stack = up(str(demo.params), prefect_port, None, 8000 if port_is_free(8000) else free_port())
     demo.api = f"{stack['prefect']['url']}/api"
     traffic = Traffic(s.promotion.service_url, per_second=40)
     with temporary_settings(updates={PREFECT_API_URL: demo.api}):
@@ -264,6 +265,7 @@ def _summary(demo: Demo, stack: dict[str, dict[str, object]], traffic: Traffic, 
     print(f"traffic   {sum(traffic.statuses.values())} requests, statuses {traffic.statuses}")
     print(f"Prefect   {ui}  (flow runs, the approval forms, artifacts, automations)")
     print(f"MLflow    mlflow ui --backend-store-uri {client.tracking_uri}")
+    print(f"dashboard {stack['dashboard']['url']}  (Evidently UI: the monitor runs of {name} over time)")
     print(f"reports   {demo.home.reports}   audit log {demo.home.audit_log}   history: slipway history")
     print(f"service   {demo.settings.promotion.service_url}/docs   (the stack keeps running; 'slipway down' stops it)")
     print(f"took      {time.monotonic() - demo.started:.0f}s")

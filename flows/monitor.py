@@ -2,8 +2,9 @@
 
 The computation lives in ``models/monitoring.py``; this flow reads the window and
 the reference, publishes the verdict (report files, a Prefect table artifact, an
-MLflow run) and emits ``slipway.drift.detected`` or ``slipway.performance.degraded``
-when a threshold is crossed, which a Prefect automation turns into retraining.
+MLflow run) and emits ``slipway.drift.detected``, ``slipway.performance.degraded`` or
+``slipway.business.degraded`` when a threshold is crossed, which Prefect automations
+turn into retraining and alerts.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from evidently.core.report import Snapshot
 from mlflow import MlflowClient
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 
 from flows.common import home, load_params
+from flows.events import announce
 from flows.labelled import latest_labels
-from models import drift, monitoring, registry
+from models import dashboard, drift, monitoring, registry
 from slipway import lake
-from slipway.catalog import DEGRADED_EVENT, DRIFT_EVENT, model_resource
+from slipway.catalog import BUSINESS_EVENT, DEGRADED_EVENT, DRIFT_EVENT
 from slipway.prediction_log import LogScan, feature_column, features_by_name
 from slipway.settings import Settings
 from slipway.tracking import use_experiment
@@ -39,7 +41,7 @@ class MonitorResult:
     damaged: list[str] = field(default_factory=list)  # prediction-log files skipped as damaged
 
     def line(self) -> str:
-        reasons = "; ".join(self.verdict.drift + self.verdict.degraded) or "no drift, no degradation"
+        reasons = "; ".join(self.verdict.drift + self.verdict.degraded + self.verdict.business) or "no drift, no degradation"
         skipped = f"; {len(self.damaged)} damaged log file(s) skipped" if self.damaged else ""
         events = ", ".join(self.events) or "none"
         return f"monitor v{self.champion}: {self.verdict.rows} rows: {reasons}; events: {events}{skipped}"
@@ -102,17 +104,33 @@ def publish(settings: Settings, champion: str, verdict: drift.DriftVerdict, dama
     )
     use_experiment(f"{settings.registry.model_name}-monitoring", home())
     with mlflow.start_run(run_name=f"monitor-{out.name}"):
-        mlflow.set_tags({"model_version": champion, "drift": bool(verdict.drift), "degraded": bool(verdict.degraded)})
+        mlflow.set_tags(
+            {
+                "model_version": champion,
+                "drift": bool(verdict.drift),
+                "degraded": bool(verdict.degraded),
+                "business_degraded": bool(verdict.business),
+            }
+        )
         mlflow.log_metrics({**monitoring.verdict_metrics(verdict), "damaged_files": len(damaged)})
         mlflow.log_artifacts(str(out), "monitor")
+    data, name = settings.data, settings.registry.model_name
+    dashboard.record(home().evidently, name, data, Snapshot.load(out / monitoring.SNAPSHOT), f"monitor {out.name} v{champion}")
 
 
 def emit_verdict_events(settings: Settings, champion: str, verdict: drift.DriftVerdict, out: Path) -> list[str]:
     events = []
-    for event, reasons in ((DRIFT_EVENT, verdict.drift), (DEGRADED_EVENT, verdict.degraded)):
+    kinds = (
+        (DRIFT_EVENT, "Drift detected", verdict.drift),
+        (DEGRADED_EVENT, "Performance degraded", verdict.degraded),
+        (BUSINESS_EVENT, "Business metric degraded", verdict.business),
+    )
+    for event, what, reasons in kinds:
         if reasons:
-            payload = monitoring.event_payload(verdict, reasons, out / "evidently.html")
-            emit_event(event=event, resource=model_resource(settings.registry.model_name, champion), payload=payload)
+            report = out / "evidently.html"
+            model = f"{settings.registry.model_name} v{champion}"
+            summary = f"{what} on {model} ({verdict.rows} rows): {'; '.join(reasons)}. Report: {report}"
+            announce(event, settings, champion, summary, **monitoring.event_payload(verdict, reasons, report))
             events.append(event)
             print(f"{event}: {'; '.join(reasons)}")
     return events
@@ -148,7 +166,7 @@ def monitor(params: str = "params.yaml", window_hours: float | None = None, sinc
     verdict = assess(settings, champion, reference, window, out)
     publish(settings, champion, verdict, damaged, out)
     events = emit_verdict_events(settings, champion, verdict, out)
-    summary = "; ".join(verdict.drift + verdict.degraded) or "no drift, no degradation"
+    summary = "; ".join(verdict.drift + verdict.degraded + verdict.business) or "no drift, no degradation"
     print(f"monitor: {window.rows} rows vs {len(reference)} reference rows of v{champion}: {summary}")
     print(f"monitor: report {out / 'evidently.html'}")
     return MonitorResult(champion, verdict, str(out), events, damaged)

@@ -15,20 +15,20 @@ from datetime import UTC, datetime
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
 from flows.common import home, load_params
+from flows.events import announce
 from flows.labelled import evaluation_window, latest_labels
 from models import comparison, policy, registry
 from models import promotion as steps
 from models.promotion import Promotion, PromotionResult
 from models.routing import Mode, Routing
 from slipway.audit import AuditLog
-from slipway.catalog import PROMOTION_EVENT_PREFIX, model_resource
+from slipway.catalog import APPROVAL_EVENT, CHAMPION_EVENT, PROMOTION_EVENT_PREFIX
 from slipway.orchestration import current_flow_run_id, flow_run_alive
 from slipway.service_metrics import ServingState, read_state, wait_for_state
 
@@ -43,11 +43,13 @@ class Approval(RunInput):
 
 def end(p: Promotion, outcome: str, reason: str, approver: str | None = None) -> PromotionResult:
     registry.record_decision(p.name, p.challenger, outcome, {"reason": reason})
-    emit_event(
-        event=f"{PROMOTION_EVENT_PREFIX}{outcome}",
-        resource=model_resource(p.name, p.challenger),
-        payload={"reason": reason, "champion_before": p.champion, "requested_by": p.requested_by},
-    )
+    details = {"reason": reason, "champion_before": p.champion, "requested_by": p.requested_by}
+    summary = f"Promotion of {p.name} v{p.challenger} {outcome.replace('_', ' ')}: {reason}"
+    announce(f"{PROMOTION_EVENT_PREFIX}{outcome}", p.settings, p.challenger, summary, **details)
+    if outcome == "promoted":
+        was = f"v{p.champion}" if p.champion else "no champion"
+        summary = f"Champion of {p.name} is now v{p.challenger} (was {was}): {reason}"
+        announce(CHAMPION_EVENT, p.settings, p.challenger, summary, previous=p.champion, actor=approver)
     result = PromotionResult(p.name, p.challenger, p.champion, outcome, reason, approver)
     print(result.line())
     return result
@@ -96,6 +98,12 @@ def await_approval(p: Promotion, report_markdown: str) -> Approval | None:
         description = steps.approval_form_text(p, report_markdown, notice)
         form = Approval.with_initial_data(description=description, approver="", approved=False, comment="")
         p.decide("approval_requested", p.requested_by, {"timeout_seconds": remaining})
+        approvers = ", ".join(cfg.approvers) or "(none configured)"
+        summary = (
+            f"{p.name} v{p.challenger} waits for approval (requested by {p.requested_by}; approvers: {approvers}). "
+            "Approve or reject it in the form on its run page"
+        )
+        announce(APPROVAL_EVENT, p.settings, p.challenger, summary, requested_by=p.requested_by, approvers=cfg.approvers)
         try:
             answer = pause_flow_run(wait_for_input=form, timeout=remaining, poll_interval=2)
         except FlowPauseTimeout:

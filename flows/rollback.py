@@ -5,14 +5,22 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import home, load_params
-from models.registry import rollback_champion
+from flows.events import announce
+from models.registry import CHAMPION, alias_version, rollback_champion
 from slipway.audit import AuditLog
+from slipway.catalog import CHAMPION_EVENT, ROLLED_BACK_EVENT
 
 
 @flow(name="rollback", log_prints=True)
 def rollback(params: str = "params.yaml", requested_by: str = "unknown", reason: str = "manual rollback") -> str:
     """Point ``champion`` back at the version it replaced and stop any canary or shadow."""
     settings = load_params(params)
-    restored = rollback_champion(settings.registry.model_name, requested_by, AuditLog(home().audit_log), reason)
-    print(f"champion={restored}: {settings.registry.model_name} restored by {requested_by}")
+    name = settings.registry.model_name
+    replaced = alias_version(name, CHAMPION)
+    restored = rollback_champion(name, requested_by, AuditLog(home().audit_log), reason)
+    summary = f"{name} rolled back from v{replaced} to v{restored} by {requested_by}: {reason}"
+    announce(ROLLED_BACK_EVENT, settings, replaced, summary, restored=restored, actor=requested_by, reason=reason)
+    summary = f"Champion of {name} is now v{restored} (was v{replaced}): rollback by {requested_by}: {reason}"
+    announce(CHAMPION_EVENT, settings, restored, summary, previous=replaced, actor=requested_by)
+    print(f"champion={restored}: {name} restored by {requested_by}")
     return restored

@@ -1,8 +1,8 @@
 """``slipway up`` / ``slipway down``: the local stack as background processes.
 
 Up starts, in order, the Prefect server (unless ``PREFECT_API_URL`` points at
-one), the MLflow UI on the tracking store, the scoring service, and the runner
-that serves every flow as a deployment. Each runs in its own session with its
+one), the MLflow UI on the tracking store, the Evidently UI (the monitoring
+dashboard), the scoring service, and the runner that serves every flow as a deployment. Each runs in its own session with its
 log under ``SLIPWAY_HOME/stack/``; their pids go to ``stack.json`` so down can
 stop exactly them, whichever shell it runs in.
 """
@@ -43,8 +43,10 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def up(params: str, prefect_port: int, mlflow_port: int | None) -> dict[str, dict[str, object]]:
-    """Start what is not running yet (the MLflow UI only with a port); return the stack (name → pid, url, log)."""
+def up(
+    params: str, prefect_port: int, mlflow_port: int | None, dashboard_port: int | None = None
+) -> dict[str, dict[str, object]]:
+    """Start what is not running yet (the MLflow and Evidently UIs only with a port); return the stack (name → pid, url, log)."""
     home = Home.current()
     settings = load_settings(params)
     state_file = _state_file(home)
@@ -61,7 +63,8 @@ def up(params: str, prefect_port: int, mlflow_port: int | None) -> dict[str, dic
         else:
             api = f"http://127.0.0.1:{prefect_port}/api"
             command = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)]
-            server_env = {**env, "PREFECT_UI_API_URL": api}  # the UI otherwise looks for the API on port 4200
+            # the UI otherwise looks for the API on port 4200; alerts link to runs on the UI's address
+            server_env = {**env, "PREFECT_UI_API_URL": api, "PREFECT_UI_URL": api.removesuffix("/api")}
             pid = start_detached(command, answers(f"{api}/health"), logs / "prefect.log", env=server_env)
             stack["prefect"] = {"pid": pid, "url": api.removesuffix("/api"), "log": str(logs / "prefect.log")}
     env["PREFECT_API_URL"] = f"{stack['prefect']['url']}/api"
@@ -70,6 +73,21 @@ def up(params: str, prefect_port: int, mlflow_port: int | None) -> dict[str, dic
         command = [_bin("mlflow"), "ui", "--backend-store-uri", env["MLFLOW_TRACKING_URI"], "--port", str(mlflow_port)]
         pid = start_detached(command, answers(url), logs / "mlflow.log", env=env)
         stack["mlflow"] = {"pid": pid, "url": url, "log": str(logs / "mlflow.log")}
+    if "dashboard" not in stack and dashboard_port is not None:  # the Evidently UI over the monitor runs' snapshots
+        url = f"http://127.0.0.1:{dashboard_port}"
+        home.evidently.mkdir(parents=True, exist_ok=True)
+        command = [
+            _bin("evidently"),
+            "ui",
+            "--workspace",
+            str(home.evidently),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(dashboard_port),
+        ]
+        pid = start_detached(command, answers(url), logs / "dashboard.log", env=env)
+        stack["dashboard"] = {"pid": pid, "url": url, "log": str(logs / "dashboard.log")}
     if "scoring" not in stack:
         service = urlparse(settings.promotion.service_url)
         port = service.port or 80

@@ -119,6 +119,10 @@ class DriftVerdict:
     drift: list[str] = field(default_factory=list)  # why drift was declared
     degraded: list[str] = field(default_factory=list)  # why performance was declared degraded
     enough_rows: bool = True
+    reference_conversion: float | None = None  # positive-label rate of the training reference
+    current_conversion: float | None = None  # among the window's scored entities whose labels have arrived
+    labelled_entities: int = 0
+    business: list[str] = field(default_factory=list)  # why the business metric was declared degraded
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -132,11 +136,13 @@ def judge(
     reference_auc: float | None,
     current_performance: tuple[np.ndarray, np.ndarray],
     cfg: MonitorSettings,
+    conversion: Conversion | None = None,
 ) -> DriftVerdict:
     """Apply the thresholds.
 
     ``reference_auc`` is the model's holdout ROC-AUC at training (None: unknown);
-    ``current_performance`` is (labels, scores) of the logged rows whose labels have arrived.
+    ``current_performance`` is (labels, scores) of the logged rows whose labels have arrived;
+    ``conversion`` the positive-label rates behind the business trigger.
     """
     if rows < cfg.min_rows:
         return DriftVerdict(rows, psis, drifted_share, score_psi, enough_rows=False)
@@ -159,4 +165,40 @@ def judge(
         and reference_auc - current_auc > cfg.max_auc_drop
     ):
         degraded.append(f"ROC-AUC {current_auc:.3f} on {labelled} labelled rows vs {reference_auc:.3f} at training")
-    return DriftVerdict(rows, psis, drifted_share, score_psi, reference_auc, current_auc, labelled, drift, degraded)
+    conversion = conversion or Conversion(None, None, 0)
+    return DriftVerdict(
+        rows,
+        psis,
+        drifted_share,
+        score_psi,
+        reference_auc,
+        current_auc,
+        labelled,
+        drift,
+        degraded,
+        reference_conversion=conversion.reference,
+        current_conversion=conversion.current,
+        labelled_entities=conversion.entities,
+        business=conversion.problems(cfg),
+    )
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """The business metric: the positive-label rate of scored entities against the training reference's."""
+
+    reference: float | None
+    current: float | None
+    entities: int  # distinct scored entities whose labels have arrived
+
+    def problems(self, cfg: MonitorSettings) -> list[str]:
+        """A relative drop beyond ``monitor.max_conversion_drop`` on enough entities is a problem."""
+        if self.reference is None or self.current is None or self.reference <= 0 or self.entities < cfg.min_labelled_rows:
+            return []
+        drop = 1 - self.current / self.reference
+        if drop <= cfg.max_conversion_drop:
+            return []
+        return [
+            f"conversion rate {self.current:.1%} on {self.entities} labelled entities vs {self.reference:.1%} at training "
+            f"(a {drop:.0%} drop, bound {cfg.max_conversion_drop:.0%})"
+        ]

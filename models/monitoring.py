@@ -20,11 +20,12 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset, DataSummaryPreset
 
 from features.gold import MISSING_CATEGORY
-from models import drift
+from models import dashboard, drift
 from slipway.prediction_log import conform
 from slipway.settings import DataSettings, MonitorSettings
 
-SCORE = "score"
+SCORE, LABEL = dashboard.SCORE, dashboard.LABEL
+SNAPSHOT = "evidently-snapshot.json"  # the full snapshot, loadable by Evidently (evidently.json is its summary)
 
 
 def in_training_window(frame: pd.DataFrame, tags: dict[str, str], timestamp: str) -> pd.DataFrame:
@@ -56,6 +57,8 @@ class Window:
         self.counter = drift.PsiCounter(reference, [*data.numeric, SCORE], list(data.categorical))
         self.rows = 0
         self._label_ids = pa.array([str(i) for i in labels.index], pa.string())
+        self._label_values = labels.to_numpy(int)
+        self._seen = np.zeros(len(labels), dtype=bool)  # which labelled entities were scored in the window
         self._y: list[np.ndarray] = []
         self._scores: list[np.ndarray] = []
         self._schema = pa.schema(
@@ -77,10 +80,12 @@ class Window:
         table = conform(table, self._schema)
         self.rows += table.num_rows
         self.counter.add(table)
-        known = pc.is_in(table.column("entity"), value_set=self._label_ids)
+        positions = pc.index_in(table.column("entity"), value_set=self._label_ids)
+        known = pc.is_valid(positions)
         if pc.any(known).as_py():
-            ids = table.column("entity").filter(known).to_pylist()
-            self._y.append(self.labels.loc[ids].to_numpy(int))
+            at = positions.filter(known).to_numpy()
+            self._seen[at] = True
+            self._y.append(self._label_values[at])
             self._scores.append(table.column(SCORE).filter(known).to_numpy())
         keys = self._rng.random(table.num_rows)
         sample = table if self._sample is None else pa.concat_tables([self._sample, table])
@@ -98,8 +103,15 @@ class Window:
         self.add(table)
 
     def sample(self) -> pd.DataFrame:
+        """The uniform sample, with ``label`` where the entity's label has arrived."""
         frame: pd.DataFrame = (self._sample or self._schema.empty_table()).to_pandas()
-        return frame
+        return frame.assign(**{LABEL: frame["entity"].map(self.labels.set_axis(self.labels.index.astype(str))).astype(float)})
+
+    def conversion(self, reference_rate: float | None) -> drift.Conversion:
+        """The positive-label rate of the distinct scored entities whose labels have arrived."""
+        seen = int(self._seen.sum())
+        current = float(self._label_values[self._seen].mean()) if seen else None
+        return drift.Conversion(reference_rate, current, seen)
 
     def labelled(self) -> tuple[np.ndarray, np.ndarray]:
         if not self._y:
@@ -108,22 +120,30 @@ class Window:
 
 
 def run_evidently(reference: pd.DataFrame, current: pd.DataFrame, data: DataSettings, n: int, out: Path) -> float:
-    """Evidently's drift and data-summary presets on samples of ``n`` rows; returns the share of drifted columns."""
+    """Evidently's drift and data-summary presets on samples of ``n`` rows; returns the share of drifted columns.
+
+    Writes the HTML and JSON reports and the snapshot (``SNAPSHOT``) that the monitoring
+    dashboard adds to the model's Evidently project. Rows whose labels have arrived
+    carry them in ``label``; the dashboard plots their mean (the conversion rate).
+    """
     columns = [*data.features, SCORE]
-    definition = DataDefinition(numerical_columns=[*data.numeric, SCORE], categorical_columns=list(data.categorical))
+    labelled = data.label in reference and LABEL in current and bool(current[LABEL].notna().any())
+    numeric = [*data.numeric, SCORE, *([LABEL] if labelled else [])]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=list(data.categorical))
 
     def dataset(frame: pd.DataFrame) -> Dataset:
-        sample = frame[columns].sample(min(len(frame), n), random_state=0)
+        sample = frame[[*columns, *([LABEL] if labelled else [])]].sample(min(len(frame), n), random_state=0)
         for column in data.categorical:
             sample[column] = sample[column].astype(object).where(sample[column].notna(), MISSING_CATEGORY).astype(str)
         return Dataset.from_pandas(sample, data_definition=definition)
 
-    snapshot = Report([DataDriftPreset(), DataSummaryPreset()]).run(
-        current_data=dataset(current), reference_data=dataset(reference)
-    )
+    metrics = [DataDriftPreset(columns=columns), DataSummaryPreset(columns=columns), *dashboard.extra_metrics(data, labelled)]
+    reference = reference.rename(columns={data.label: LABEL}) if labelled else reference
+    snapshot = Report(metrics).run(current_data=dataset(current), reference_data=dataset(reference))
     out.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(out / "evidently.html"))
     snapshot.save_json(str(out / "evidently.json"))
+    (out / SNAPSHOT).write_text(snapshot.dumps())
     for metric in snapshot.dict()["metrics"]:
         if metric["metric_name"].startswith("DriftedColumnsCount"):
             return float(metric["value"]["share"])
@@ -142,7 +162,9 @@ def assess(
     psis = window.counter.psi()
     score_psi = psis.pop(SCORE)
     share = run_evidently(reference, window.sample(), data, cfg.sample_rows, out)
-    return drift.judge(window.rows, psis, share, score_psi, reference_auc, window.labelled(), cfg)
+    reference_rate = float(reference[data.label].mean()) if data.label in reference and len(reference) else None
+    conversion = window.conversion(reference_rate)
+    return drift.judge(window.rows, psis, share, score_psi, reference_auc, window.labelled(), cfg, conversion)
 
 
 def psi_table(verdict: drift.DriftVerdict, cfg: MonitorSettings, champion: str) -> list[dict[str, object]]:

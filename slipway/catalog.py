@@ -10,8 +10,24 @@ FLOWS = ("ingest", "materialize", "train", "promote", "package", "monitor", "ret
 
 DRIFT_EVENT = "slipway.drift.detected"
 DEGRADED_EVENT = "slipway.performance.degraded"
+BUSINESS_EVENT = "slipway.business.degraded"
 PROMOTION_EVENT_PREFIX = "slipway.promotion."  # + promoted, rejected or rolled_back
-RETRAIN_EVENTS = (DRIFT_EVENT, DEGRADED_EVENT)
+APPROVAL_EVENT = "slipway.promotion.awaiting_approval"
+ROLLED_BACK_EVENT = "slipway.promotion.rolled_back"
+CHAMPION_EVENT = "slipway.champion.changed"
+RETRAIN_EVENTS = (DRIFT_EVENT, DEGRADED_EVENT, BUSINESS_EVENT)
+FLOW_RUN_FAILED_EVENTS = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed")
+
+# What people are told about, by alert kind: (title, the events that raise it).
+ALERTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "drift": ("drift detected", (DRIFT_EVENT,)),
+    "performance": ("performance degraded", (DEGRADED_EVENT,)),
+    "business": ("business metric degraded", (BUSINESS_EVENT,)),
+    "approval": ("promotion waiting for approval", (APPROVAL_EVENT,)),
+    "rollback": ("rolled back", (ROLLED_BACK_EVENT,)),
+    "champion": ("champion changed", (CHAMPION_EVENT,)),
+    "flow-run": ("flow run failed", FLOW_RUN_FAILED_EVENTS),
+}
 
 
 def deployment_name(flow: str) -> str:

@@ -82,6 +82,11 @@ class Home:
         return self.root / "reports"
 
     @property
+    def evidently(self) -> Path:
+        """The Evidently UI's workspace: one project per model, one snapshot per monitor run."""
+        return self.root / "evidently"
+
+    @property
     def prefect(self) -> Path:
         return self.root / "prefect"
 

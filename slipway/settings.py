@@ -13,7 +13,7 @@ import types
 import typing
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -202,6 +202,10 @@ class MonitorSettings(_Strict):
     schedule_minutes: int = _field(60, "the monitor deployment's interval", gt=0)
     retrain_every_days: int = _field(7, "scheduled retraining, drift or not", gt=0)
     retrain_cooldown_seconds: float = _field(3600, "a retraining within this time of the last one does nothing", ge=0)
+    max_conversion_drop: float = _field(
+        0.10, "business trigger: relative drop of the positive-label rate among labelled scored rows", gt=0, le=1
+    )
+    min_labelled_rows: int = _field(200, "labelled scored rows needed before the conversion rate is judged", gt=0)
 
 
 class BatchSettings(_Strict):
@@ -212,6 +216,27 @@ class BatchSettings(_Strict):
     carry_columns: list[str] = _field(list, "source columns copied into the output next to the scores, by name")
     partition_rows: int = _field(250_000, "rows per partition of the entity table (files are split by Dask's own blocks)", gt=0)
     local_workers: int | None = _field(None, "workers of the embedded local cluster (null: one per core)", gt=0)
+
+
+class EmailSettings(_Strict):
+    """Alert mail over SMTP; the login, if the relay wants one, only from environment variables."""
+
+    host: str = _field(description="the SMTP relay")
+    port: int = _field(587, "its port (587: submission with STARTTLS, 465: TLS, 25: plain)", gt=0, lt=65536)
+    sender: str = _field(description="the From address", alias="from")
+    to: list[str] = _field(description="who receives alerts", min_length=1)
+    security: Literal["starttls", "tls", "none"] = _field("starttls", "starttls, tls (implicit, port 465) or none")
+    username_env: str = _field("SLIPWAY_SMTP_USERNAME", "variable holding the SMTP user (unset: no login)")
+    password_env: str = _field("SLIPWAY_SMTP_PASSWORD", "variable holding the SMTP password")
+
+
+class AlertSettings(_Strict):
+    """Where alerts go (``slipway up`` turns them into Prefect notification blocks and automations)."""
+
+    slack_webhook_env: str = _field("SLIPWAY_SLACK_WEBHOOK_URL", "variable holding a Slack-compatible incoming-webhook URL")
+    webhook_env: str = _field("SLIPWAY_ALERT_WEBHOOK_URL", "variable holding a generic JSON webhook URL (PagerDuty, Opsgenie)")
+    email: EmailSettings | None = _field(None, "alert mail over SMTP (null: no mail)")
+    cooldown_seconds: float = _field(900, "the same alert again within this time sends nothing more", ge=0)
 
 
 class Settings(_Strict):
@@ -226,6 +251,7 @@ class Settings(_Strict):
     serving: ServingSettings = _field(ServingSettings, "the scoring service")
     monitor: MonitorSettings = _field(MonitorSettings, "drift, performance and retraining")
     batch: BatchSettings = _field(BatchSettings, "batch scoring on Dask")
+    alerts: AlertSettings = _field(AlertSettings, "who is told what happened, and how")
 
     @model_validator(mode="after")
     def _sections_agree(self) -> Settings:
@@ -304,7 +330,7 @@ def setting_rows(model: type[_Strict] = Settings, prefix: str = "") -> list[tupl
     """(dotted key, type, default, description) for every leaf setting, in declaration order."""
     rows: list[tuple[str, str, str, str]] = []
     for name, info in model.model_fields.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{info.alias or name}"
         section = _section(info.annotation)
         if section is not None:
             rows.extend(setting_rows(section, f"{key}."))

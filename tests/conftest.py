@@ -104,6 +104,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert prefect, "the prefect executable is not installed next to this interpreter"
     url = f"http://127.0.0.1:{port}/api"
     env["PREFECT_UI_API_URL"] = url  # the UI otherwise looks for the API on the default port
+    env["PREFECT_UI_URL"] = url.removesuffix("/api")  # where alerts' links to runs point
     command = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with running_server(command, answers(f"{url}/health"), prefect_home / "server.log", env=env):
         yield url

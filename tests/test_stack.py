@@ -30,12 +30,14 @@ def test_up_serves_every_flow_as_a_deployment_and_down_stops_it(tmp_path: Path, 
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
         "PREFECT_API_URL": prefect_server,
     }
-    up = slipway(["up", "--params", str(params), "--mlflow-port", str(free_port())], env)
+    ports = ["--mlflow-port", str(free_port()), "--dashboard-port", str(free_port())]
+    up = slipway(["up", "--params", str(params), *ports], env)
     stack = json.loads((home / "stack" / "stack.json").read_text()) if up.returncode == 0 else {}
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        assert set(stack) == {"prefect", "mlflow", "scoring", "deployments"} and stack["prefect"]["pid"] is None
+        assert set(stack) == {"prefect", "mlflow", "dashboard", "scoring", "deployments"} and stack["prefect"]["pid"] is None
         assert httpx.get(stack["mlflow"]["url"]).status_code == 200
+        assert httpx.get(f"{stack['dashboard']['url']}/api/projects").status_code == 200  # the Evidently UI's API
         assert httpx.get(f"{stack['scoring']['url']}/livez").status_code == 200
         with SyncPrefectClient(prefect_server) as client:
             promote = client.read_deployment_by_name("promote/promote")
@@ -48,7 +50,7 @@ def test_up_serves_every_flow_as_a_deployment_and_down_stops_it(tmp_path: Path, 
         assert any((home / "lake" / "silver").rglob("*.parquet"))
     finally:
         down = slipway(["down", "--params", str(params)], env)
-    assert down.returncode == 0 and "stopped: deployments, scoring, mlflow" in down.stdout, down.stdout + down.stderr
-    for name in ("mlflow", "scoring", "deployments"):
+    assert down.returncode == 0 and "stopped: deployments, scoring, dashboard, mlflow" in down.stdout, down.stdout + down.stderr
+    for name in ("mlflow", "dashboard", "scoring", "deployments"):
         with pytest.raises(ProcessLookupError):
             os.killpg(stack[name]["pid"], 0)

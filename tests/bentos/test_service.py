@@ -19,6 +19,7 @@ from models.routing import Mode, Routing
 from slipway.prediction_log import feature_frame, read_prediction_log
 from slipway.service_metrics import read_state
 from tests.serving import Served
+from tests.test_infra import referenced_metrics
 
 pytestmark = pytest.mark.e2e  # starts real servers or processes
 
@@ -90,6 +91,10 @@ def test_openapi_metrics_and_probes(served: Served) -> None:
     counted = [line for line in metrics.splitlines() if line.startswith("slipway_predictions_total{")]
     assert any('model_version="1"' in c and 'route="champion"' in c and float(c.rsplit(" ", 1)[1]) >= 2 for c in counted), counted
     assert "slipway_prediction_latency_seconds_bucket" in metrics
+    exported = {line.split("{")[0].split(" ")[0] for line in metrics.splitlines() if line and not line.startswith("#")}
+    exported |= {line.split()[2] for line in metrics.splitlines() if line.startswith("# TYPE ")}
+    missing = referenced_metrics() - exported  # what infra/'s alert rules and Grafana dashboard query
+    assert missing <= {"slipway_model_errors_total"}, missing  # a labelled counter shows once a challenger has failed
     state = read_state(served.url)
     assert (state.champion, state.challenger, state.canary_percent, state.shadow) == ("1", None, 0, False)
 

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from evidently.core.report import Snapshot
+from evidently.ui.workspace import Workspace
 
-from models import drift, monitoring
+from models import dashboard, drift, monitoring
 from models.comparison import psi
 from slipway.settings import DataSettings, MonitorSettings
 
@@ -74,3 +76,56 @@ def test_the_same_distribution_is_not_drift(tmp_path: Path) -> None:
     reference = frame(3000, 0)
     verdict = monitoring.assess(reference, window(reference, frame(3000, 2)), None, DATA, MonitorSettings(), tmp_path)
     assert verdict.drift == [] and verdict.degraded == [] and max(verdict.feature_psi.values()) < 0.05
+
+
+def test_a_conversion_drop_among_scored_entities_is_a_business_degradation(tmp_path: Path) -> None:
+    cfg = MonitorSettings(sample_rows=2000, min_labelled_rows=200, max_conversion_drop=0.10)
+    reference = frame(3000, 0).assign(y=np.r_[np.ones(600), np.zeros(2400)].astype(int))  # converts at 20%
+    current = frame(3000, 2)
+    ids = current["entity"]
+    # 400 scored entities have their labels: 15% converted (a 25% relative drop); each was scored three times
+    labels = pd.Series(np.r_[np.ones(60), np.zeros(340)].astype(int), index=ids[:400].to_numpy())
+    win = window(reference, current, current.iloc[:400], current.iloc[:400], labels=labels)
+    verdict = monitoring.assess(reference, win, None, DATA, cfg, tmp_path)
+    assert verdict.labelled_entities == 400 and verdict.labelled == 1200  # entities once, scored rows each time
+    assert verdict.reference_conversion == 0.2 and verdict.current_conversion == 0.15
+    assert len(verdict.business) == 1 and "15.0% on 400 labelled entities vs 20.0%" in verdict.business[0]
+    assert verdict.drift == []  # the features did not move: only the business metric did
+
+    steady = pd.Series(np.r_[np.ones(78), np.zeros(322)].astype(int), index=ids[:400].to_numpy())  # 19.5%: within 10%
+    assert monitoring.assess(reference, window(reference, current, labels=steady), None, DATA, cfg, tmp_path).business == []
+    few = pd.Series(np.r_[np.ones(15), np.zeros(135)].astype(int), index=ids[:150].to_numpy())  # 10%, but too few to judge
+    assert monitoring.assess(reference, window(reference, current, labels=few), None, DATA, cfg, tmp_path).business == []
+
+
+def test_each_monitor_run_adds_one_snapshot_to_the_models_evidently_project(tmp_path: Path) -> None:
+    cfg = MonitorSettings(sample_rows=5000)  # the whole window is compared
+    reference = frame(3000, 0).assign(y=np.r_[np.ones(600), np.zeros(2400)].astype(int))
+    workspace = tmp_path / "evidently"
+    for run, shift in enumerate((0.0, 3.0)):
+        current = frame(3000, run + 1, visits_shift=shift)
+        labels = pd.Series(np.r_[np.ones(30), np.zeros(170)].astype(int), index=current["entity"][:200].to_numpy())
+        out = tmp_path / f"run{run}"
+        monitoring.assess(reference, window(reference, current, labels=labels, n=5000), None, DATA, cfg, out)
+        dashboard.record(workspace, "leads", DATA, Snapshot.load(out / monitoring.SNAPSHOT), f"run {run}")
+    ws = Workspace(str(workspace))
+    (project,) = ws.search_project(dashboard.project_name("leads"))
+    runs = ws.list_runs(project.id)
+    assert len(runs) == 2  # one per run; the project and its panels were not duplicated
+    titles = [p.title for p in ws.get_dashboard(project.id).panels]
+    assert titles[1:] == [
+        "Share of drifted features",
+        "PSI per feature",
+        "Score distribution",
+        "Rows per window",
+        "Conversion rate of scored rows (once labels arrive)",
+    ]
+    values: dict[str, list[float]] = {}
+    for snapshot_id in runs:
+        snapshot = ws.get_run(project.id, snapshot_id)
+        assert snapshot is not None
+        for result in Snapshot.load_model(snapshot).dict()["metrics"]:
+            values.setdefault(result["metric_name"], []).append(result["value"])
+    psi_visits = values["ValueDrift(column=visits,method=psi,threshold=0.1)"]
+    assert min(psi_visits) < 0.1 < 1.0 < max(psi_visits)  # the second run's shift shows on the dashboard's PSI line
+    assert values["MeanValue(column=label)"] == [0.15, 0.15]  # conversion of the labelled scored rows

@@ -14,14 +14,20 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
+from evidently.ui.workspace import Workspace
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import emit_event
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 from flows.automations import ensure_automations
+from models import dashboard, monitoring
 from slipway.catalog import DRIFT_EVENT
-from slipway.processes import running_server
+from slipway.processes import answers, free_port, running_server
 from tests.conftest import REPO, write_params
 from tests.promotion.conftest import Stage
 
@@ -63,8 +69,10 @@ def runner(stage: Stage, runner_params: Path) -> Iterator[None]:
     command = [sys.executable, "-m", "flows.deployments", "--params", str(runner_params)]
     registered = f"{stage.prefect_url}/deployments/name/retrain/retrain"
     with running_server(command, lambda: httpx.get(registered).status_code == 200, stage.root / "runner.log", env=env, cwd=REPO):
-        ensure_automations(stage.prefect_url, str(runner_params))
-        assert len(ensure_automations(stage.prefect_url, str(runner_params))) == 2  # idempotent: still two
+        ensure_automations(stage.prefect_url, str(runner_params), {})
+        assert (
+            len(ensure_automations(stage.prefect_url, str(runner_params), {})) == 3
+        )  # idempotent: still three (no alert channel)
         yield
 
 
@@ -125,3 +133,29 @@ def test_drift_is_reported_and_a_burst_of_events_retrains_once(stage: Stage, run
     while (run := stage.latest_promote_run()) and run.state and not run.state.is_final():
         assert time.monotonic() < deadline, f"the requested promotion did not end: {run.state}"
         time.sleep(2)
+
+
+def test_the_evidently_dashboard_shows_every_monitor_run(stage: Stage, browser: webdriver.Chrome, tmp_path: Path) -> None:
+    """After the monitor runs above: one snapshot each in the model's project, its dashboard drawn with data."""
+    workspace = stage.served.home.evidently
+    runs = list((stage.served.home.reports / "monitor").glob(f"*/{monitoring.SNAPSHOT}"))
+    assert len(runs) >= 2, runs
+    (project,) = Workspace(str(workspace)).search_project(dashboard.project_name(stage.name))
+    assert len(Workspace(str(workspace)).list_runs(project.id)) == len(runs)  # one snapshot per monitor run that judged
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "evidently"), "ui", "--workspace", str(workspace), "--port", str(port)]
+    with running_server(command, answers(f"http://127.0.0.1:{port}"), tmp_path / "evidently-ui.log"):
+        browser.get(f"http://127.0.0.1:{port}/projects/{project.id}")
+        WebDriverWait(browser, 60).until(
+            expected_conditions.presence_of_element_located((By.XPATH, "//*[contains(text(), 'PSI per feature')]"))
+        )
+        WebDriverWait(browser, 60).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "svg")) >= 10)  # the plots drawn
+        time.sleep(2)  # let the last plots draw
+        page = browser.find_element(By.TAG_NAME, "body").text
+        shot = stage.root / "evidently-dashboard.png"
+        browser.save_screenshot(str(shot))
+    for title in ("Share of drifted features", "PSI per feature", "Score distribution", "Rows per window", "Conversion rate"):
+        assert title in page, page[:2000]
+    assert "page_views" in page  # a feature's PSI line is in a legend
+    assert shot.stat().st_size > 50_000, shot.stat().st_size  # drawn plots, not a blank page
+    print(f"dashboard screenshot: {shot}")
