@@ -2,9 +2,10 @@
 
 Up starts, in order, the Prefect server (unless ``PREFECT_API_URL`` points at
 one), the MLflow UI on the tracking store, the Evidently UI (the monitoring
-dashboard), the scoring service, and the runner that serves every flow as a deployment. Each runs in its own session with its
-log under ``SLIPWAY_HOME/stack/``; their pids go to ``stack.json`` so down can
-stop exactly them, whichever shell it runs in.
+dashboard), the scoring service, and the runner that serves every flow as a
+deployment. Each runs in its own session with its log under
+``SLIPWAY_HOME/stack/``; their pids go to ``stack.json`` so down can stop exactly
+them, whichever shell it runs in.
 """
 
 from __future__ import annotations

@@ -53,11 +53,12 @@ class Window:
     """
 
     def __init__(self, reference: pd.DataFrame, data: DataSettings, labels: pd.Series, sample_rows: int) -> None:
-        self.data, self.labels, self.sample_rows = data, labels, sample_rows
+        # labels keyed by entity id as text, the way the prediction log keeps it
+        self.data, self.labels, self.sample_rows = data, labels.set_axis(labels.index.astype(str)), sample_rows
         self.counter = drift.PsiCounter(reference, [*data.numeric, SCORE], list(data.categorical))
         self.rows = 0
-        self._label_ids = pa.array([str(i) for i in labels.index], pa.string())
-        self._label_values = labels.to_numpy(int)
+        self._label_ids = pa.array(self.labels.index, pa.string())
+        self._label_values = self.labels.to_numpy(int)
         self._seen = np.zeros(len(labels), dtype=bool)  # which labelled entities were scored in the window
         self._y: list[np.ndarray] = []
         self._scores: list[np.ndarray] = []
@@ -105,7 +106,7 @@ class Window:
     def sample(self) -> pd.DataFrame:
         """The uniform sample, with ``label`` where the entity's label has arrived."""
         frame: pd.DataFrame = (self._sample or self._schema.empty_table()).to_pandas()
-        return frame.assign(**{LABEL: frame["entity"].map(self.labels.set_axis(self.labels.index.astype(str))).astype(float)})
+        return frame.assign(**{LABEL: frame["entity"].map(self.labels).astype(float)})
 
     def conversion(self, reference_rate: float | None) -> drift.Conversion:
         """The positive-label rate of the distinct scored entities whose labels have arrived."""

@@ -65,6 +65,15 @@ def test_webhook_channels_post_what_slack_and_a_generic_receiver_expect(inbox: I
     assert hook["text"].startswith("Drift detected on lead-scoring v3")
 
 
+def test_hostile_text_in_a_message_cannot_pull_the_webhook_secret_into_it(inbox: Inbox) -> None:
+    cfg = settings(inbox)
+    block = channel_blocks(cfg, {cfg.slack_webhook_env: inbox.url("/slack?token=s3cret")})["slipway-slack"]
+    assert isinstance(block, CustomWebhookNotificationBlock)
+    block.notify("rejected by mallory: {{webhook_url}} {{ webhook_url }}", subject="[slipway] {{webhook_url}}")
+    (text,) = inbox.texts("/slack?token=s3cret")  # an approver's comment or a rollback reason is free text
+    assert "s3cret" not in text and "{{webhook_url}}" in text
+
+
 def test_mail_goes_out_through_smtp_with_subject_sender_and_recipients(inbox: Inbox) -> None:
     block = channel_blocks(settings(inbox), {})["slipway-email"]
     asyncio.run(block.notify("Champion of lead-scoring is now v4", subject="[slipway] champion changed"))
