@@ -95,7 +95,7 @@ class ModelRouter:
             aliases, tags = self._read()
             routing = Routing.from_tags(tags)
             champion = self._model(aliases.get(CHAMPION))
-            challenger_version = aliases.get(CHALLENGER)
+            challenger_version = routing.version or aliases.get(CHALLENGER)
             challenger = None
             if routing.mode is not Mode.CHAMPION and challenger_version not in (None, aliases.get(CHAMPION)):
                 try:

@@ -24,11 +24,12 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic import SecretStr
 
-from slipway.catalog import ALERTS, MODEL_RESOURCE_PATTERN, RETRAIN_EVENTS, deployment_name
+from slipway.catalog import ALERTS, MODEL_RESOURCE_PATTERN, PROMOTED_EVENT, RETRAIN_EVENTS, deployment_name
 from slipway.notify import SmtpEmail
 from slipway.settings import AlertSettings, load_settings
 
 RETRAIN_DEPLOYMENT = deployment_name("retrain")
+GUARD_DEPLOYMENT = deployment_name("guard")
 ALERT_PREFIX = "slipway: alert on "
 
 # What a model event says: the flow that emitted it wrote a one-line summary and a link.
@@ -43,8 +44,22 @@ FLOW_RUN_BODY = (
 )
 
 
-def definitions(retrain_id: object, params: str) -> list[AutomationCore]:
-    out = []
+def definitions(retrain_id: object, guard_id: object, params: str) -> list[AutomationCore]:
+    """Retraining on each retrain event, and the post-deployment guard on each promotion."""
+    out = [
+        AutomationCore(
+            name=f"slipway: guard on {PROMOTED_EVENT}",
+            description="Each promotion starts the guard deployment, which watches the new champion beside the one "
+            "it replaced for promotion.watch.seconds and rolls back at once on a failed check.",
+            trigger=EventTrigger(
+                expect={PROMOTED_EVENT},
+                match={"prefect.resource.id": MODEL_RESOURCE_PATTERN},
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            actions=[RunDeployment(source="selected", deployment_id=guard_id, parameters={"params": params})],
+        )
+    ]
     for event in RETRAIN_EVENTS:
         out.append(
             AutomationCore(
@@ -155,10 +170,11 @@ def ensure_alerts(api_url: str, cfg: AlertSettings, environ: Mapping[str, str]) 
 
 
 def ensure_automations(api_url: str, params: str, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Create or update the retraining automations and the alerts; returns their names."""
+    """Create or update the retraining and guard automations and the alerts; returns their names."""
     with SyncPrefectClient(api_url) as client:
         retrain = client.read_deployment_by_name(RETRAIN_DEPLOYMENT)
-        automations = definitions(retrain.id, params)
+        guard = client.read_deployment_by_name(GUARD_DEPLOYMENT)
+        automations = definitions(retrain.id, guard.id, params)
         for automation in automations:
             _upsert(client, automation)
     alerts = ensure_alerts(api_url, load_settings(params).alerts, os.environ if environ is None else environ)

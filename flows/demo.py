@@ -32,6 +32,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.stack import up
 from models.registry import CHALLENGER, CHAMPION, alias_version, holdout_auc
+from models.watch import read_watch
 from slipway import lake
 from slipway.datagen import generate_leads, write_generated
 from slipway.paths import Home
@@ -260,6 +261,9 @@ def _summary(demo: Demo, stack: dict[str, dict[str, object]], traffic: Traffic, 
         promoted = v.tags.get("slipway.promoted_by", "-")
         print(f"model     {name} v{v.version}  holdout roc_auc={holdout}  last step={status}  promoted by={promoted}")
     print(f"champion  v{alias_version(name, CHAMPION)}")
+    if (watch := read_watch(name)) is not None:
+        until = f"{watch.until:%Y-%m-%d %H:%M} UTC"
+        print(f"guard     v{watch.version} watched beside v{watch.previous} (in shadow) until {until} by the guard deployment")
     for line in demo.lines:
         print(f"drift     {line}")
     print(f"traffic   {sum(traffic.statuses.values())} requests, statuses {traffic.statuses}")

@@ -40,6 +40,11 @@ def deployments(params: str, resolve: bool = True) -> list[RunnerDeployment]:
     extra: dict[str, dict[str, Any]] = {
         "monitor": {"interval": timedelta(minutes=monitor.schedule_minutes)},
         "score": {"cron": settings.batch.schedule_cron},
+        # picks up an open watch whose guard died; while a guard runs, new runs are cancelled
+        "guard": {
+            "interval": timedelta(hours=1),
+            "concurrency_limit": ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        },
         "retrain": {
             "interval": timedelta(days=monitor.retrain_every_days),
             # one retraining at a time; events arriving meanwhile are dropped, not queued

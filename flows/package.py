@@ -25,14 +25,16 @@ LINEAGE = ("git_commit", "dvc_data_md5", "params_hash", "optuna_study", "feast_f
 
 @task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def served_versions(settings: Settings) -> dict[str, str]:
-    """The champion, plus the challenger while it is in shadow or canary."""
+    """The champion, plus the version in shadow or canary (the challenger, or the previous champion under watch)."""
     registered = MlflowClient().get_registered_model(settings.registry.model_name)
     aliases = {alias: str(version) for alias, version in (registered.aliases or {}).items()}
     if CHAMPION not in aliases:
         raise RuntimeError(f"{settings.registry.model_name!r} has no '{CHAMPION}' alias: promote a version first")
     served = {CHAMPION: aliases[CHAMPION]}
-    if Routing.from_tags(dict(registered.tags or {})).mode is not Mode.CHAMPION and CHALLENGER in aliases:
-        served[CHALLENGER] = aliases[CHALLENGER]
+    routing = Routing.from_tags(dict(registered.tags or {}))
+    second = routing.version or aliases.get(CHALLENGER)
+    if routing.mode is not Mode.CHAMPION and second not in (None, aliases[CHAMPION]):
+        served[CHALLENGER] = str(second)
     return served
 
 

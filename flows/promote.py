@@ -23,6 +23,7 @@ from pydantic import Field
 from flows.common import home, load_params
 from flows.events import announce
 from flows.labelled import evaluation_window, latest_labels
+from flows.stack import recorded_url
 from models import comparison, policy, registry
 from models import promotion as steps
 from models.promotion import Promotion, PromotionResult
@@ -74,7 +75,7 @@ def shadow(p: Promotion) -> comparison.ShadowReport:
     """Score the challenger on live traffic without serving it, then compare it with the champion."""
     assert p.champion is not None
     cfg, predictions = p.settings.promotion, home().predictions
-    route(p, Routing(Mode.SHADOW))
+    route(p, Routing(Mode.SHADOW, version=p.challenger))
     started = datetime.now(UTC)  # the window opens once the service shadows
     p.decide("shadow_started", "slipway", {"seconds": cfg.shadow_seconds})
     steps.wait_with_progress(
@@ -82,8 +83,10 @@ def shadow(p: Promotion) -> comparison.ShadowReport:
     )
     window = steps.log_window(predictions, started, p.settings.serving.log_flush_seconds)
     latency = steps.replay_latency(p.name, (p.champion, p.challenger), window, p.settings.data.features)
-    report = comparison.shadow_report(window, p.champion, p.challenger, latest_labels(p.settings), latency, cfg)
-    markdown = report.to_markdown()
+    labels, top_k = latest_labels(p.settings), p.settings.train.top_k_fraction
+    report = comparison.shadow_report(window, p.champion, p.challenger, labels, latency, cfg, top_k)
+    plot = steps.record_scores_plot(p, window, started, recorded_url(home(), "mlflow"))
+    markdown = report.to_markdown(plot)
     create_markdown_artifact(key="shadow-report", markdown=markdown, description=f"v{p.challenger} vs v{p.champion}")
     steps.record_report(p.name, p.challenger, markdown, report.as_dict(), started)
     p.decide("shadow_report", "slipway", report.as_dict())
@@ -124,7 +127,7 @@ def canary(p: Promotion) -> comparison.Health | None:
     assert p.champion is not None
     for percent in cfg.canary_steps:
         errors_before = read_state(cfg.service_url).model_errors.get(p.challenger, 0.0)
-        route(p, Routing(Mode.CANARY, percent))
+        route(p, Routing(Mode.CANARY, percent, p.challenger))
         started = datetime.now(UTC)  # the step's window opens once the service routes this share
         p.decide("canary_step", "slipway", {"percent": percent, "bake_seconds": cfg.bake_seconds})
         counter = steps.rows_with(predictions, p.challenger, "served_version", started)
@@ -151,6 +154,7 @@ def promote(params: str = "params.yaml", requested_by: str = "unknown", version:
     champion = registry.alias_version(name, registry.CHAMPION)
     if challenger == champion:
         raise RuntimeError(f"{name!r} v{challenger} is already the champion")
+    steps.refuse_during_watch(name, champion, audit)
     steps.acquire_lock(name, current_flow_run_id(), flow_run_alive, audit)
     p = Promotion(settings, challenger, champion, requested_by, audit)
     try:
@@ -177,6 +181,7 @@ def promote(params: str = "params.yaml", requested_by: str = "unknown", version:
         registry.switch_champion(name, challenger, answer.approver, audit, reason)
         if champion is not None:
             wait_for_state(settings.promotion.service_url, lambda s: s.champion == challenger, f"champion v{challenger}", 60)
+        steps.open_watch(p)
         return end(p, "promoted", reason, answer.approver)
     finally:
         steps.release_lock(name)

@@ -7,6 +7,7 @@ from prefect import flow
 from flows.common import home, load_params
 from flows.events import announce
 from models.registry import CHAMPION, alias_version, rollback_champion
+from models.watch import close_watch, read_watch
 from slipway.audit import AuditLog
 from slipway.catalog import CHAMPION_EVENT, ROLLED_BACK_EVENT
 
@@ -17,7 +18,10 @@ def rollback(params: str = "params.yaml", requested_by: str = "unknown", reason:
     settings = load_params(params)
     name = settings.registry.model_name
     replaced = alias_version(name, CHAMPION)
-    restored = rollback_champion(name, requested_by, AuditLog(home().audit_log), reason)
+    audit = AuditLog(home().audit_log)
+    restored = rollback_champion(name, requested_by, audit, reason)
+    if (open_watch := read_watch(name)) is not None:
+        close_watch(name, open_watch, audit, "watch_ended", {"reason": f"rolled back by {requested_by}: {reason}"})
     summary = f"{name} rolled back from v{replaced} to v{restored} by {requested_by}: {reason}"
     announce(ROLLED_BACK_EVENT, settings, replaced, summary, restored=restored, actor=requested_by, reason=reason)
     summary = f"Champion of {name} is now v{restored} (was v{replaced}): rollback by {requested_by}: {reason}"

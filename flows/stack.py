@@ -32,6 +32,15 @@ def _state_file(home: Home) -> Path:
     return home.root / "stack" / "stack.json"
 
 
+def recorded_url(home: Home, part: str) -> str | None:
+    """The URL ``slipway up`` recorded for one part of the stack (``mlflow``, ``dashboard`` …), if it is up."""
+    try:
+        entry = json.loads(_state_file(home).read_text()).get(part) or {}
+    except (OSError, ValueError):
+        return None
+    return str(entry["url"]) if "url" in entry else None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.killpg(pid, 0)

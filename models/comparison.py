@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from slipway.settings import PromotionSettings
+from slipway.settings import PromotionSettings, WatchSettings
 
 PSI_BINS = 5  # few bins: PSI's noise grows with bins/samples, and canary steps are short
 
@@ -59,6 +59,22 @@ def bootstrap_auc_difference(
     return point, float(low), float(high)
 
 
+def rank_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two scorings of the same rows (ties share their mean rank)."""
+    if len(a) < 2:
+        return float("nan")
+    return float(pd.Series(a).rank().corr(pd.Series(b).rank()))
+
+
+def top_k_overlap(a: np.ndarray, b: np.ndarray, fraction: float) -> float:
+    """Share of the top ``fraction`` of rows by ``a`` that are also in the top by ``b`` (who gets called first)."""
+    if len(a) == 0:
+        return float("nan")
+    k = max(1, round(fraction * len(a)))
+    top_a, top_b = np.argsort(-a, kind="stable")[:k], np.argsort(-b, kind="stable")[:k]
+    return len(np.intersect1d(top_a, top_b)) / k
+
+
 @dataclass(frozen=True)
 class ShadowReport:
     champion: str
@@ -74,6 +90,9 @@ class ShadowReport:
     labelled: int = 0
     auc_difference: tuple[float, float, float] | None = None  # point, 95% low, 95% high
     problems: list[str] = field(default_factory=list)
+    rank_agreement: float = float("nan")  # Spearman
+    top_k_fraction: float = 0.1
+    top_k_overlap: float = float("nan")
 
     @property
     def passed(self) -> bool:
@@ -82,7 +101,7 @@ class ShadowReport:
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, plot_link: str | None = None) -> str:
         auc = "no labels yet"
         if self.auc_difference is not None:
             point, low, high = self.auc_difference
@@ -91,6 +110,8 @@ class ShadowReport:
         rows = [
             ("live rows scored by both", f"{self.samples}"),
             ("challenger scoring errors", f"{self.errors}"),
+            ("rank agreement (Spearman)", f"{self.rank_agreement:.3f}"),
+            (f"top {self.top_k_fraction:.0%} overlap (same rows ranked first)", f"{self.top_k_overlap:.1%}"),
             ("agreement (same side of 0.5)", f"{self.agreement:.1%}"),
             ("mean score champion → challenger", f"{self.mean_score_champion:.4f} → {self.mean_score_challenger:.4f}"),
             ("score PSI (challenger vs champion)", f"{self.score_psi:.4f}"),
@@ -101,9 +122,10 @@ class ShadowReport:
             ("ROC-AUC difference", auc),
         ]
         table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+        plot = f"\n[Score distributions of both versions]({plot_link})\n" if plot_link else ""
         return (
             f"## Shadow comparison: v{self.challenger} (challenger) vs v{self.champion} (champion)\n\n"
-            f"| measure | value |\n|---|---|\n{table}\n\n**{verdict}**\n"
+            f"| measure | value |\n|---|---|\n{table}\n{plot}\n**{verdict}**\n"
         )
 
 
@@ -114,6 +136,7 @@ def shadow_report(
     labels: pd.Series,
     latency_ms: tuple[np.ndarray, np.ndarray],
     cfg: PromotionSettings,
+    top_k_fraction: float = 0.1,
 ) -> ShadowReport:
     """Summarise the shadow window: ``log`` holds its prediction-log rows, ``labels`` maps entity → label."""
     mine = log[log["shadow_version"].astype(str) == challenger]
@@ -145,6 +168,9 @@ def shadow_report(
         labelled=len(known),
         auc_difference=auc,
         problems=problems,
+        rank_agreement=rank_agreement(old, new),
+        top_k_fraction=top_k_fraction,
+        top_k_overlap=top_k_overlap(old, new, top_k_fraction),
     )
 
 
@@ -196,3 +222,80 @@ def canary_health(
     if len(served) and len(baseline) and shift > cfg.max_score_psi:
         problems.append(f"challenger scores shifted from the champion's: PSI {shift:.3f} > {cfg.max_score_psi}")
     return Health(percent, len(served), len(baseline), errors, p99, shift, problems)
+
+
+@dataclass(frozen=True)
+class WatchCheck:
+    """One post-deployment check of the new champion against the previous one: healthy when ``problems`` is empty."""
+
+    rows: int  # rows the new champion served in the check's window
+    shadowed: int  # of those, rows the previous champion also scored
+    errors: int
+    p99_latency_ms: float
+    score_psi: float
+    labelled: int = 0
+    auc_difference: tuple[float, float, float] | None = None  # new minus previous: point, 95% low, 95% high
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        auc = "no labels yet" if self.auc_difference is None else f"ROC-AUC {self.auc_difference[0]:+.4f}"
+        return (
+            f"{self.rows} rows, {self.errors} errors, p99 {self.p99_latency_ms:.1f} ms, "
+            f"score PSI {self.score_psi:.3f} on {self.shadowed} rows, {auc}"
+        )
+
+
+def watch_check(
+    window: pd.DataFrame,
+    since_start: pd.DataFrame,
+    labels: pd.Series,
+    version: str,
+    previous: str,
+    cfg: WatchSettings,
+    reported_errors: int = 0,
+) -> WatchCheck:
+    """Judge the new champion ``version`` on the check's ``window`` of the prediction log.
+
+    Error rate, p99 latency and the score shift against ``previous`` (scored in
+    shadow on the same rows) are judged on the window; the ROC-AUC difference on
+    every labelled row since the watch started (``since_start``), once labels exist.
+    ``reported_errors`` is the service's own count of the new champion's failures
+    in the window; the larger of it and the log's count is used.
+    """
+    served = window[window["served_version"].astype(str) == version]
+    failed = window[window["error"].notna()] if "error" in window else window.iloc[0:0]
+    errors = max(int(failed["error"].astype(str).str.contains(f"v{version}:", regex=False).sum()), reported_errors)
+    both = served[(served["shadow_version"].astype(str) == previous) & served["shadow_score"].notna()]
+    p99 = float(np.percentile(served["latency_ms"], 99)) if len(served) else float("nan")
+    shift = psi(both["shadow_score"].to_numpy(float), both["score"].to_numpy(float)) if len(both) else float("nan")
+    problems = []
+    attempts = len(served) + errors
+    if attempts and errors / attempts > cfg.max_error_rate:
+        problems.append(f"v{version} failed on {errors} of {attempts} rows (bound {cfg.max_error_rate:.2%})")
+    if len(served) and p99 > cfg.max_p99_latency_ms:
+        problems.append(f"v{version} p99 latency {p99:.1f} ms exceeds {cfg.max_p99_latency_ms:g} ms")
+    if len(both) >= cfg.min_rows and shift > cfg.max_score_psi:
+        problems.append(f"v{version} scores shifted from v{previous}'s: PSI {shift:.3f} > {cfg.max_score_psi:g}")
+    pairs = since_start[
+        (since_start["served_version"].astype(str) == version)
+        & (since_start["shadow_version"].astype(str) == previous)
+        & since_start["shadow_score"].notna()
+    ]
+    known = pairs[pairs["entity"].isin(labels.index)] if len(labels) else pairs.iloc[0:0]
+    auc = None
+    if len(known):
+        y = labels.loc[known["entity"]].to_numpy(int)
+        auc = bootstrap_auc_difference(y, known["score"].to_numpy(float), known["shadow_score"].to_numpy(float))
+    if auc is not None and auc[0] < -cfg.max_auc_drop and auc[2] < 0:
+        problems.append(
+            f"v{version} ROC-AUC is {-auc[0]:.4f} below v{previous}'s on {len(known)} labelled rows "
+            f"(95% interval {auc[1]:+.4f} to {auc[2]:+.4f}; allowed drop {cfg.max_auc_drop:g})"
+        )
+    return WatchCheck(len(served), len(both), errors, p99, shift, len(known), auc, problems)

@@ -3,7 +3,7 @@
 The Evidently UI (``evidently ui --workspace $SLIPWAY_HOME/evidently``, started by
 ``slipway up``) shows the project's dashboard over time: the share of drifted
 features, PSI per feature, the score distribution, rows per window and, once labels
-arrive, the conversion rate. The panels are (re)written on every run, so a changed
+arrive, the ROC-AUC and the conversion rate. The panels are (re)written on every run, so a changed
 feature list or a new Slipway version updates them; the snapshots are kept.
 """
 
@@ -20,19 +20,21 @@ from evidently.ui.workspace import Project, Workspace
 
 from slipway.settings import DataSettings
 
-SCORE, LABEL = "score", "label"
+SCORE, LABEL, ROC_AUC = "score", "label", "roc_auc"
 
 
 def project_name(model_name: str) -> str:
     return f"{model_name} monitoring"
 
 
-def extra_metrics(data: DataSettings, labelled: bool) -> list[Metric]:
-    """What the dashboard plots beyond the drift and summary presets (PSI by Evidently, score quantiles, conversion)."""
+def extra_metrics(data: DataSettings, labelled: bool, with_auc: bool = False) -> list[Metric]:
+    """What the dashboard plots beyond the drift and summary presets (PSI, score quantiles, conversion, ROC-AUC)."""
     metrics: list[Metric] = [ValueDrift(column=c, method="psi") for c in [*data.features, SCORE]]
     metrics.append(QuantileValue(column=SCORE, quantile=0.9))  # the summary preset has the mean and the median
     if labelled:
         metrics.append(MeanValue(column=LABEL))
+    if with_auc:
+        metrics.append(MeanValue(column=ROC_AUC))
     return metrics
 
 
@@ -67,6 +69,12 @@ def panels(model_name: str, data: DataSettings) -> list[DashboardPanelPlot]:
             size="half",
             values=[PanelMetric(legend="rows compared", metric="RowCount", metric_labels={})],
             description="rows of the window given to Evidently (all of them, up to monitor.sample_rows)",
+        ),
+        line_plot_panel(
+            title="ROC-AUC on labelled rows (once labels arrive)",
+            size="half",
+            values=[PanelMetric(legend="ROC-AUC", metric="MeanValue", metric_labels={"column": ROC_AUC})],
+            description="the champion's ROC-AUC on every labelled row of the window (the monitor's, not a sample's)",
         ),
         line_plot_panel(
             title="Conversion rate of scored rows (once labels arrive)",

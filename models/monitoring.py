@@ -21,6 +21,7 @@ from evidently.presets import DataDriftPreset, DataSummaryPreset
 
 from features.gold import MISSING_CATEGORY
 from models import dashboard, drift
+from models.metrics import roc_auc_or_none
 from slipway.prediction_log import conform
 from slipway.settings import DataSettings, MonitorSettings
 
@@ -120,27 +121,44 @@ class Window:
         return np.concatenate(self._y), np.concatenate(self._scores)
 
 
-def run_evidently(reference: pd.DataFrame, current: pd.DataFrame, data: DataSettings, n: int, out: Path) -> float:
+def run_evidently(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    data: DataSettings,
+    n: int,
+    out: Path,
+    roc_auc: tuple[float | None, float | None] = (None, None),
+) -> float:
     """Evidently's drift and data-summary presets on samples of ``n`` rows; returns the share of drifted columns.
 
     Writes the HTML and JSON reports and the snapshot (``SNAPSHOT``) that the monitoring
     dashboard adds to the model's Evidently project. Rows whose labels have arrived
     carry them in ``label``; the dashboard plots their mean (the conversion rate).
+    ``roc_auc`` is (training holdout, window) ROC-AUC as the monitor computed it on every
+    labelled row (Evidently's own needs a label on every row); once the window has one,
+    it rides along as the constant column ``roc_auc`` so the dashboard plots it over time.
     """
     columns = [*data.features, SCORE]
     labelled = data.label in reference and LABEL in current and bool(current[LABEL].notna().any())
-    numeric = [*data.numeric, SCORE, *([LABEL] if labelled else [])]
+    with_auc = roc_auc[1] is not None
+    extra = [*([LABEL] if labelled else []), *([dashboard.ROC_AUC] if with_auc else [])]
+    numeric = [*data.numeric, SCORE, *extra]
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=list(data.categorical))
 
-    def dataset(frame: pd.DataFrame) -> Dataset:
-        sample = frame[[*columns, *([LABEL] if labelled else [])]].sample(min(len(frame), n), random_state=0)
+    def dataset(frame: pd.DataFrame, auc: float | None) -> Dataset:
+        frame = frame.assign(**{dashboard.ROC_AUC: np.nan if auc is None else auc}) if with_auc else frame
+        sample = frame[[*columns, *extra]].sample(min(len(frame), n), random_state=0)
         for column in data.categorical:
             sample[column] = sample[column].astype(object).where(sample[column].notna(), MISSING_CATEGORY).astype(str)
         return Dataset.from_pandas(sample, data_definition=definition)
 
-    metrics = [DataDriftPreset(columns=columns), DataSummaryPreset(columns=columns), *dashboard.extra_metrics(data, labelled)]
+    metrics = [
+        DataDriftPreset(columns=columns),
+        DataSummaryPreset(columns=columns),
+        *dashboard.extra_metrics(data, labelled, with_auc),
+    ]
     reference = reference.rename(columns={data.label: LABEL}) if labelled else reference
-    snapshot = Report(metrics).run(current_data=dataset(current), reference_data=dataset(reference))
+    snapshot = Report(metrics).run(current_data=dataset(current, roc_auc[1]), reference_data=dataset(reference, roc_auc[0]))
     out.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(out / "evidently.html"))
     snapshot.save_json(str(out / "evidently.json"))
@@ -162,7 +180,8 @@ def assess(
     """PSI on every row of the window, Evidently on its sample (report under ``out``), ROC-AUC on labelled rows."""
     psis = window.counter.psi()
     score_psi = psis.pop(SCORE)
-    share = run_evidently(reference, window.sample(), data, cfg.sample_rows, out)
+    auc = (reference_auc, roc_auc_or_none(*window.labelled()))
+    share = run_evidently(reference, window.sample(), data, cfg.sample_rows, out, auc)
     reference_rate = float(reference[data.label].mean()) if data.label in reference and len(reference) else None
     conversion = window.conversion(reference_rate)
     return drift.judge(window.rows, psis, share, score_psi, reference_auc, window.labelled(), cfg, conversion)

@@ -68,6 +68,18 @@ def optimisation_history(values: list[float]) -> Figure:
     return fig
 
 
+def score_distributions(scores: dict[str, np.ndarray]) -> Figure:
+    """Histograms of each version's scores on the same rows (e.g. champion and challenger in shadow)."""
+    fig, ax = _figure("Score distribution on the same live rows")
+    bins = [i / 40 for i in range(41)]
+    for label, values in scores.items():
+        ax.hist(values, bins=bins, alpha=0.5, label=f"{label} ({len(values)} rows)")
+    ax.set_xlabel("score")
+    ax.set_ylabel("rows")
+    ax.legend()
+    return fig
+
+
 def log_evaluation(model: Any, y: Any, score: Any, trial_values: list[float]) -> None:
     """The holdout curves, the feature importance and the search history, as figures on the active MLflow run."""
     mlflow.log_figure(roc(y, score), "plots/roc.png")

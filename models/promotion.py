@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from models import policy, registry, training
+from models import plots, policy, registry, training
+from models import watch as watching
 from models.routing import Mode, Routing
 from slipway.audit import AuditLog
 from slipway.prediction_log import feature_frame, read_prediction_log
-from slipway.service_metrics import ServingState
+from slipway.service_metrics import ServiceUnreachable, ServingState, wait_for_state
 from slipway.settings import Settings
 
 LOCK_TAG = "slipway.promotion.flow_run"
@@ -79,18 +80,48 @@ def acquire_lock(name: str, run_id: str, holder_alive: Callable[[str], bool], au
 
 
 def release_lock(name: str) -> None:
-    """Leave champion-only routing behind (any exit short of success) and drop the lock."""
-    if registry.current_routing(name).mode is not Mode.CHAMPION:
+    """Leave champion-only routing behind (any exit short of success, or a watch's shadow) and drop the lock."""
+    routing, watch = registry.current_routing(name), watching.read_watch(name)
+    if routing.mode is not Mode.CHAMPION and (watch is None or routing != watch.routing()):
         registry.set_routing(name, Routing())
     MlflowClient().delete_registered_model_tag(name, LOCK_TAG)
 
 
-def applied(routing: Routing, challenger: str) -> Callable[[ServingState], bool]:
-    """What the service must report for ``routing`` of ``challenger`` to have taken effect."""
+def applied(routing: Routing, second: str) -> Callable[[ServingState], bool]:
+    """What the service must report for ``routing`` of ``second`` (the challenger, or a watched previous champion)."""
     if routing.mode is Mode.CHAMPION:
         return lambda s: s.challenger is None
     return lambda s: (
-        s.challenger == challenger and s.shadow == (routing.mode is Mode.SHADOW) and s.canary_percent == routing.canary_percent
+        s.challenger == second and s.shadow == (routing.mode is Mode.SHADOW) and s.canary_percent == routing.canary_percent
+    )
+
+
+def refuse_during_watch(name: str, champion: str | None, audit: AuditLog) -> None:
+    """A promotion waits for the post-deployment watch of the current champion; a stale watch is closed."""
+    watch = watching.read_watch(name)
+    if watch is None:
+        return
+    if watch.version == champion:
+        raise RuntimeError(
+            f"{name!r} v{watch.version} is under its post-deployment watch until {watch.until:%Y-%m-%d %H:%M} UTC "
+            f"(v{watch.previous} in shadow); promote once the guard ends it, or roll back"
+        )
+    watching.close_watch(name, watch, audit, "watch_ended", {"reason": f"the champion is v{champion}, not the watched one"})
+
+
+def open_watch(p: Promotion) -> None:
+    """After a switch: the previous champion scored in shadow beside the new one until the guard ends it."""
+    cfg = p.settings.promotion
+    if p.champion is None or cfg.watch.seconds <= 0:
+        return
+    watch = watching.open_watch(p.name, p.challenger, p.champion, cfg.watch.seconds, p.audit)
+    try:
+        wait_for_state(cfg.service_url, applied(watch.routing(), p.champion), f"shadow of v{p.champion}", 60)
+    except (RuntimeError, ServiceUnreachable) as exc:  # the switch stands; the guard judges what the log shows
+        print(f"the service has not confirmed the watch's shadow yet: {exc}")
+    print(
+        f"post-deployment watch: v{p.champion} scored in shadow beside v{p.challenger} until "
+        f"{watch.until:%Y-%m-%d %H:%M:%S} UTC; the guard flow checks it every {cfg.watch.interval_seconds:g}s"
     )
 
 
@@ -131,6 +162,23 @@ def replay_latency(
             times.append((time.perf_counter() - started) * 1000)
         out.append(np.asarray(times))
     return out[0], out[1]
+
+
+def record_scores_plot(p: Promotion, window: pd.DataFrame, started: datetime, ui_url: str | None) -> str | None:
+    """Both versions' scores on the shadowed rows as a histogram on the challenger's MLflow run; a link to it."""
+    client = MlflowClient()
+    run_id = client.get_model_version(p.name, p.challenger).run_id
+    if not run_id:
+        return None
+    both = window[(window["shadow_version"].astype(str) == p.challenger) & window["shadow_score"].notna()]
+    scores = {f"v{p.champion} (champion)": both["score"].to_numpy(float)}
+    scores[f"v{p.challenger} (challenger)"] = both["shadow_score"].to_numpy(float)
+    path = f"promotion/shadow_scores_{started:%Y%m%dT%H%M%S}.png"
+    client.log_figure(run_id, plots.score_distributions(scores), path)
+    run = client.get_run(run_id)
+    if ui_url:
+        return f"{ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}/artifacts/{path}"
+    return f"{run.info.artifact_uri}/{path}"
 
 
 def record_report(name: str, version: str, markdown: str, report: dict[str, Any], started: datetime) -> None:

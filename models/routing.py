@@ -12,6 +12,7 @@ from enum import StrEnum
 
 MODE_TAG = "slipway.routing.mode"
 CANARY_TAG = "slipway.routing.canary_percent"
+VERSION_TAG = "slipway.routing.version"
 
 
 class Mode(StrEnum):
@@ -22,10 +23,16 @@ class Mode(StrEnum):
 
 @dataclass(frozen=True)
 class Routing:
-    """A routing decision for the whole service at one moment."""
+    """A routing decision for the whole service at one moment.
+
+    ``version`` names the second model exactly: the version under promotion, or,
+    during a post-deployment watch, the previous champion scored in shadow. Without
+    it (records written before it existed) the ``challenger`` alias is the second model.
+    """
 
     mode: Mode = Mode.CHAMPION
     canary_percent: int = 0
+    version: str | None = None
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> Routing:
@@ -37,10 +44,13 @@ class Routing:
             return cls()
         if mode is Mode.CANARY and not 0 < percent <= 100:
             return cls()
-        return cls(mode, percent if mode is Mode.CANARY else 0)
+        if mode is Mode.CHAMPION:
+            return cls()
+        version = tags.get(VERSION_TAG) or None
+        return cls(mode, percent if mode is Mode.CANARY else 0, version if version and version.isdigit() else None)
 
     def to_tags(self) -> dict[str, str]:
-        return {MODE_TAG: self.mode.value, CANARY_TAG: str(self.canary_percent)}
+        return {MODE_TAG: self.mode.value, CANARY_TAG: str(self.canary_percent), VERSION_TAG: self.version or ""}
 
 
 def bucket(key: str) -> int:

@@ -6,7 +6,7 @@ emit the events can all import them downwards, without importing each other.
 
 from __future__ import annotations
 
-FLOWS = ("ingest", "materialize", "train", "promote", "package", "monitor", "retrain", "rollback", "pipeline", "score")
+FLOWS = ("ingest", "materialize", "train", "promote", "package", "monitor", "retrain", "rollback", "pipeline", "score", "guard")
 
 DRIFT_EVENT = "slipway.drift.detected"
 DEGRADED_EVENT = "slipway.performance.degraded"
@@ -15,6 +15,7 @@ PROMOTION_EVENT_PREFIX = "slipway.promotion."  # + promoted, rejected or rolled_
 APPROVAL_EVENT = "slipway.promotion.awaiting_approval"
 ROLLED_BACK_EVENT = "slipway.promotion.rolled_back"
 CHAMPION_EVENT = "slipway.champion.changed"
+PROMOTED_EVENT = "slipway.promotion.promoted"
 RETRAIN_EVENTS = (DRIFT_EVENT, DEGRADED_EVENT, BUSINESS_EVENT)
 FLOW_RUN_FAILED_EVENTS = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed")
 

@@ -147,6 +147,23 @@ class RegistrySettings(_Strict):
     model_name: str = _field("lead-scoring", "the MLflow registered model (aliases champion and challenger)")
 
 
+class WatchSettings(_Strict):
+    """The post-deployment guard: how long a new champion is watched, beside the one it replaced, and on what."""
+
+    seconds: float = _field(172_800, "how long the previous champion is scored in shadow after a switch (0: no watch)", ge=0)
+    interval_seconds: float = _field(600, "how often the guard checks the new champion", gt=0)
+    lease_seconds: float = _field(
+        120, "a guard that has not renewed its hold on the watch for this long is presumed dead; the next guard takes over", gt=0
+    )
+    min_rows: int = _field(200, "rows a check needs before score PSI is judged (fewer: not judged yet)", gt=0)
+    max_error_rate: float = _field(0.01, "new champion's scoring errors per row in a check", ge=0, le=1)
+    max_p99_latency_ms: float = _field(250.0, "new champion's p99 request latency in a check", gt=0)
+    max_score_psi: float = _field(0.25, "shift of the new champion's scores against the previous champion's", ge=0)
+    max_auc_drop: float = _field(
+        0.02, "ROC-AUC the new champion may lose to the previous one on labelled rows (more, significant at 95%: rollback)", ge=0
+    )
+
+
 class PromotionSettings(_Strict):
     """Who may promote and how cautiously."""
 
@@ -167,6 +184,7 @@ class PromotionSettings(_Strict):
     max_score_psi: float = _field(0.25, "shift of challenger scores against the champion's in a canary step", ge=0)
     approval_timeout_seconds: int = _field(86_400, "no valid answer in this time is a rejection", gt=0)
     service_url: str = _field("http://127.0.0.1:3000", "the scoring service whose traffic shadow and canary watch")
+    watch: WatchSettings = _field(WatchSettings, "the post-deployment guard after each switch")
 
 
 class ServingSettings(_Strict):

@@ -47,6 +47,18 @@ def test_follows_aliases_and_routing_and_loads_each_version_once() -> None:
     assert [s.routing.mode for s in published] == [Mode.CHAMPION, Mode.CANARY, Mode.CANARY]
 
 
+def test_a_routing_record_naming_a_version_serves_that_version_not_the_moving_alias() -> None:
+    registry = FakeRegistry()
+    registry.aliases["challenger"] = "2"
+    registry.tags.update(Routing(Mode.SHADOW, version="3").to_tags())  # e.g. a watch shadowing the previous champion
+    snap = router(registry).snapshot
+    assert snap.challenger is not None and snap.challenger.version == "3" and snap.routing == Routing(Mode.SHADOW, 0, "3")
+    registry.tags.update(Routing(Mode.CANARY, 20, "2").to_tags())
+    registry.aliases["challenger"] = "4"  # a training run moved the alias during the canary
+    snap = router(registry).snapshot
+    assert snap.challenger is not None and snap.challenger.version == "2"
+
+
 def test_an_unreachable_registry_keeps_the_last_good_snapshot() -> None:
     registry = FakeRegistry()
     registry.aliases["challenger"] = "2"

@@ -101,12 +101,13 @@ def test_a_conversion_drop_among_scored_entities_is_a_business_degradation(tmp_p
 def test_each_monitor_run_adds_one_snapshot_to_the_models_evidently_project(tmp_path: Path) -> None:
     cfg = MonitorSettings(sample_rows=5000)  # the whole window is compared
     reference = frame(3000, 0).assign(y=np.r_[np.ones(600), np.zeros(2400)].astype(int))
-    workspace = tmp_path / "evidently"
+    workspace, aucs = tmp_path / "evidently", []
     for run, shift in enumerate((0.0, 3.0)):
         current = frame(3000, run + 1, visits_shift=shift)
         labels = pd.Series(np.r_[np.ones(30), np.zeros(170)].astype(int), index=current["entity"][:200].to_numpy())
         out = tmp_path / f"run{run}"
-        monitoring.assess(reference, window(reference, current, labels=labels, n=5000), None, DATA, cfg, out)
+        verdict = monitoring.assess(reference, window(reference, current, labels=labels, n=5000), 0.8, DATA, cfg, out)
+        aucs.append(verdict.current_auc)
         dashboard.record(workspace, "leads", DATA, Snapshot.load(out / monitoring.SNAPSHOT), f"run {run}")
     ws = Workspace(str(workspace))
     (project,) = ws.search_project(dashboard.project_name("leads"))
@@ -118,6 +119,7 @@ def test_each_monitor_run_adds_one_snapshot_to_the_models_evidently_project(tmp_
         "PSI per feature",
         "Score distribution",
         "Rows per window",
+        "ROC-AUC on labelled rows (once labels arrive)",
         "Conversion rate of scored rows (once labels arrive)",
     ]
     values: dict[str, list[float]] = {}
@@ -129,3 +131,4 @@ def test_each_monitor_run_adds_one_snapshot_to_the_models_evidently_project(tmp_
     psi_visits = values["ValueDrift(column=visits,method=psi,threshold=0.1)"]
     assert min(psi_visits) < 0.1 < 1.0 < max(psi_visits)  # the second run's shift shows on the dashboard's PSI line
     assert values["MeanValue(column=label)"] == [0.15, 0.15]  # conversion of the labelled scored rows
+    assert None not in aucs and np.allclose(sorted(values["MeanValue(column=roc_auc)"]), sorted(aucs))  # the monitor's, per run

@@ -1,4 +1,4 @@
-from models.routing import CANARY_TAG, MODE_TAG, Mode, Routing, bucket, serves_challenger
+from models.routing import CANARY_TAG, MODE_TAG, VERSION_TAG, Mode, Routing, bucket, serves_challenger
 
 
 def test_canary_share_is_sticky_and_close_to_the_percentage() -> None:
@@ -22,3 +22,11 @@ def test_routing_record_round_trips_and_bad_records_fall_back() -> None:
     assert Routing.from_tags({MODE_TAG: "sideways"}) == Routing()
     assert Routing.from_tags({MODE_TAG: "canary", CANARY_TAG: "250"}) == Routing()
     assert not serves_challenger(Routing(Mode.SHADOW), "x")
+
+
+def test_routing_tags_round_trip_and_junk_falls_back_to_champion_only() -> None:
+    for routing in (Routing(), Routing(Mode.SHADOW), Routing(Mode.SHADOW, 0, "7"), Routing(Mode.CANARY, 50, "12")):
+        assert Routing.from_tags(routing.to_tags()) == routing
+    junk = {**Routing(Mode.CANARY, 50).to_tags(), VERSION_TAG: "../../etc"}
+    assert Routing.from_tags(junk) == Routing(Mode.CANARY, 50)
+    assert Routing.from_tags({MODE_TAG: "canary", CANARY_TAG: "0"}) == Routing()

@@ -24,6 +24,7 @@ from selenium.webdriver.chrome.service import Service
 
 from models.registry import CHALLENGER, CHAMPION
 from models.routing import Routing
+from models.watch import GUARD_TAG, WATCH_TAG
 from slipway.service_metrics import read_state
 from slipway.traffic import Traffic
 from tests.conftest import REPO, write_params
@@ -59,6 +60,7 @@ FAST_PROMOTION = {
     "min_shadow_samples": 40,
     "min_canary_samples": 15,
     "approval_timeout_seconds": 300,
+    "watch": {"seconds": 0},  # no post-deployment watch unless a test asks for one (tests/promotion/test_guard.py)
 }
 
 
@@ -79,10 +81,12 @@ class Stage:
         return write_params(self.root / f"promote-{time.monotonic_ns()}.yaml", raw)
 
     def reset(self, champion: str, challenger: str) -> None:
-        """Aliases as given, champion-only routing, and the service following it."""
+        """Aliases as given, champion-only routing, no watch, and the service following it."""
         client = self.served.client()
         client.set_registered_model_alias(self.name, CHAMPION, champion)
         client.set_registered_model_alias(self.name, CHALLENGER, challenger)
+        for tag in set(client.get_registered_model(self.name).tags or {}) & {WATCH_TAG, GUARD_TAG}:
+            client.delete_registered_model_tag(self.name, tag)
         for key, value in Routing().to_tags().items():
             client.set_registered_model_tag(self.name, key, value)
         deadline = time.monotonic() + 30

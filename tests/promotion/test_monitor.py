@@ -71,8 +71,8 @@ def runner(stage: Stage, runner_params: Path) -> Iterator[None]:
     with running_server(command, lambda: httpx.get(registered).status_code == 200, stage.root / "runner.log", env=env, cwd=REPO):
         ensure_automations(stage.prefect_url, str(runner_params), {})
         assert (
-            len(ensure_automations(stage.prefect_url, str(runner_params), {})) == 3
-        )  # idempotent: still three (no alert channel)
+            len(ensure_automations(stage.prefect_url, str(runner_params), {})) == 4
+        )  # idempotent: still three retraining automations and the guard's (no alert channel)
         yield
 
 
@@ -154,7 +154,15 @@ def test_the_evidently_dashboard_shows_every_monitor_run(stage: Stage, browser: 
         page = browser.find_element(By.TAG_NAME, "body").text
         shot = stage.root / "evidently-dashboard.png"
         browser.save_screenshot(str(shot))
-    for title in ("Share of drifted features", "PSI per feature", "Score distribution", "Rows per window", "Conversion rate"):
+    panels = (
+        "Share of drifted features",
+        "PSI per feature",
+        "Score distribution",
+        "Rows per window",
+        "ROC-AUC",
+        "Conversion rate",
+    )
+    for title in panels:
         assert title in page, page[:2000]
     assert "page_views" in page  # a feature's PSI line is in a legend
     assert shot.stat().st_size > 50_000, shot.stat().st_size  # drawn plots, not a blank page
