@@ -40,6 +40,7 @@ class Snapshot:
     champion: LoadedModel | None = None
     challenger: LoadedModel | None = None
     routing: Routing = field(default_factory=Routing)
+    lease_expired: bool = False  # the registry's routing record is ignored: its lease ran out
 
 
 RegistryView = tuple[dict[str, str], dict[str, str]]  # aliases (alias → version), registered-model tags
@@ -75,6 +76,7 @@ class ModelRouter:
         self._load = load or (lambda version: load_version(model_name, version))
         self.snapshot = Snapshot()
         self.last_error: str | None = None
+        self.lease_expired = False  # the registry's routing record is one whose lease ran out
         self._cache: dict[str, LoadedModel] = {}
         self._stop = threading.Event()
         self.refresh()
@@ -94,6 +96,13 @@ class ModelRouter:
         try:
             aliases, tags = self._read()
             routing = Routing.from_tags(tags)
+            if routing.expired():  # the promote flow that leased it stopped renewing: champion only, on every replica
+                if not self.lease_expired:
+                    LOGGER.warning("routing lease ran out at %s; serving the champion only", routing.lease_until)
+                self.lease_expired = True
+                routing = Routing()
+            else:
+                self.lease_expired = False
             champion = self._model(aliases.get(CHAMPION))
             challenger_version = routing.version or aliases.get(CHALLENGER)
             challenger = None
@@ -106,7 +115,7 @@ class ModelRouter:
                     LOGGER.exception("challenger v%s cannot be loaded; serving the champion only", challenger_version)
             if challenger is None:
                 routing = Routing()
-            self.snapshot = Snapshot(champion, challenger, routing)
+            self.snapshot = Snapshot(champion, challenger, routing, self.lease_expired)
             self._cache = {k: v for k, v in self._cache.items() if v in (champion, challenger)}
             self.last_error = None
         except Exception as exc:  # noqa: BLE001 - whatever the registry or its database raises, the poller must live on

@@ -71,6 +71,7 @@ SERVING = {
         ("challenger_version", "challenger version loaded for shadow or canary (0: none)"),
         ("canary_percent", "share of keys routed to the challenger"),
         ("shadow", "1 while the challenger is scored in shadow"),
+        ("routing_lease_expired", "1 while the registry's routing record is ignored: the promote flow stopped renewing it"),
     )
 }
 
@@ -84,6 +85,7 @@ def _publish_routing(snap: Snapshot) -> None:
     SERVING["challenger_version"].set(int(snap.challenger.version) if snap.challenger else 0)
     SERVING["canary_percent"].set(snap.routing.canary_percent)
     SERVING["shadow"].set(1 if shadows(snap.routing) else 0)
+    SERVING["routing_lease_expired"].set(1 if snap.lease_expired else 0)
 
 
 @bentoml.service(

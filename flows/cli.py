@@ -21,6 +21,7 @@ import yaml
 
 from flows.registry import UnknownFlowError, load_flow
 from slipway.catalog import FLOWS
+from slipway.errors import Refused
 from slipway.paths import Home, prepare_environment
 from slipway.settings import SettingsError, load_settings
 
@@ -222,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo(args.params)
         elif args.command == "run":
             result = run_flow(args.flow, args.params, args.assignments)
-            if getattr(result, "outcome", "promoted") != "promoted":
+            if getattr(result, "refused", False):
                 return EXIT_REFUSED
         elif args.command == "history":
             history(args.params)
@@ -242,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, UsageError, UnknownFlowError) as exc:
         print(f"slipway: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Refused as exc:
+        print(f"slipway: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except Exception as exc:  # noqa: BLE001 - one line on screen, the traceback in the error log
         where = _log_failure(argv, exc)
         if _is_data_error(exc):

@@ -42,6 +42,10 @@ class GuardResult:
     outcome: str  # passed, rolled_back, ended, guarded_elsewhere or idle
     reason: str
 
+    @property
+    def refused(self) -> bool:  # exit 4, like a rolled-back promotion
+        return self.outcome == "rolled_back"
+
     def line(self) -> str:
         what = f"{self.model_name} v{self.version}" if self.version else self.model_name
         return f"guard {self.outcome}: {what}: {self.reason}"

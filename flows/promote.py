@@ -2,9 +2,11 @@
 
 Every decision is appended to the audit log and written to the challenger's tags
 (``models/promotion.py`` holds the mechanics). Any failed check routes traffic
-back to the champion at once. The flow holds a lock tag on the registered model
-while it runs; a later run that finds the lock of a run that is no longer alive
-resets routing first, so a crash never leaves the registry half-promoted.
+back to the champion at once. Promotions of one model take turns through a
+Prefect global concurrency limit (one leased slot, granted atomically by the
+server). Shadow and canary routing carry a lease the flow renews while it lives:
+a killed flow's routing lapses to champion only on every replica by itself, and
+the next run, finding the dead run's lock tag, resets routing and audits the recovery.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from models.promotion import Promotion, PromotionResult
 from models.routing import Mode, Routing
 from slipway.audit import AuditLog
 from slipway.catalog import APPROVAL_EVENT, CHAMPION_EVENT, PROMOTION_EVENT_PREFIX
-from slipway.orchestration import current_flow_run_id, flow_run_alive
+from slipway.orchestration import current_flow_run_id, exclusive
 from slipway.service_metrics import ServingState, read_state, wait_for_state
+from slipway.settings import Settings
 
 
 class Approval(RunInput):
@@ -63,16 +66,16 @@ def check_policy(p: Promotion) -> policy.PolicyVerdict:
 
 
 def route(p: Promotion, routing: Routing) -> ServingState:
-    """Change routing in the registry and wait until the service follows it (the first switch also loads the challenger)."""
-    registry.set_routing(p.name, routing)
+    """Change routing in the registry (leased) and wait until the service follows it (the first switch loads the challenger)."""
+    steps.set_leased_routing(p, routing)
     timeout = max(90.0, 10 * p.settings.serving.poll_seconds)
     what = f"{routing.mode} routing at {routing.canary_percent}%"
     return wait_for_state(p.settings.promotion.service_url, steps.applied(routing, p.challenger), what, timeout)
 
 
 @task(cache_policy=NO_CACHE)
-def shadow(p: Promotion) -> comparison.ShadowReport:
-    """Score the challenger on live traffic without serving it, then compare it with the champion."""
+def shadow(p: Promotion) -> tuple[comparison.ShadowReport, str]:
+    """Score the challenger on live traffic without serving it, then compare it with the champion (report, markdown)."""
     assert p.champion is not None
     cfg, predictions = p.settings.promotion, home().predictions
     route(p, Routing(Mode.SHADOW, version=p.challenger))
@@ -90,7 +93,7 @@ def shadow(p: Promotion) -> comparison.ShadowReport:
     create_markdown_artifact(key="shadow-report", markdown=markdown, description=f"v{p.challenger} vs v{p.champion}")
     steps.record_report(p.name, p.challenger, markdown, report.as_dict(), started)
     p.decide("shadow_report", "slipway", report.as_dict())
-    return report
+    return report, markdown
 
 
 def await_approval(p: Promotion, report_markdown: str) -> Approval | None:
@@ -155,33 +158,43 @@ def promote(params: str = "params.yaml", requested_by: str = "unknown", version:
     if challenger == champion:
         raise RuntimeError(f"{name!r} v{challenger} is already the champion")
     steps.refuse_during_watch(name, champion, audit)
-    steps.acquire_lock(name, current_flow_run_id(), flow_run_alive, audit)
+    busy = f"promotions of {name!r}"
+    with exclusive(f"slipway-promote-{name}", settings.promotion.routing_lease_seconds, what=busy):
+        return take_through(settings, challenger, champion, requested_by, audit)
+
+
+def take_through(
+    settings: Settings, challenger: str, champion: str | None, requested_by: str, audit: AuditLog
+) -> PromotionResult:
+    """Policy, shadow, approval, canary and the switch, holding the model's lock tag (the only promotion running)."""
+    name = settings.registry.model_name
+    steps.acquire_lock(name, current_flow_run_id(), audit)
     p = Promotion(settings, challenger, champion, requested_by, audit)
     try:
-        p.decide("promotion_requested", requested_by, {"champion": champion, "flow_run": current_flow_run_id()})
-        verdict = check_policy(p)
-        p.decide("policy", "slipway", {"passed": verdict.passed, "reasons": verdict.reasons, **verdict.metrics})
-        if not verdict.passed:
-            return end(p, "rejected", f"policy: {verdict.summary()}")
-        report = "No champion yet: this version becomes the first one, so there is no live traffic to shadow or canary.\n"
-        if champion is not None:
-            shadowed = shadow(p)
-            if not shadowed.passed:
-                return end(p, "rejected", "shadow: " + "; ".join(shadowed.problems))
-            report = shadowed.to_markdown()
-        answer = await_approval(p, report)
-        if answer is None:
-            return end(p, "rejected", f"no valid approval within {settings.promotion.approval_timeout_seconds}s")
-        p.decide("approved" if answer.approved else "approval_rejected", answer.approver, {"comment": answer.comment})
-        if not answer.approved:
-            return end(p, "rejected", f"rejected by {answer.approver}: {answer.comment}", answer.approver)
-        if champion is not None and (failed := canary(p)) is not None:
-            return end(p, "rolled_back", f"canary at {failed.percent}%: " + "; ".join(failed.problems), answer.approver)
-        reason = f"approved by {answer.approver} ({answer.comment or 'no comment'}), requested by {requested_by}"
-        registry.switch_champion(name, challenger, answer.approver, audit, reason)
-        if champion is not None:
-            wait_for_state(settings.promotion.service_url, lambda s: s.champion == challenger, f"champion v{challenger}", 60)
-        steps.open_watch(p)
-        return end(p, "promoted", reason, answer.approver)
+        with steps.LeaseRenewer(p):  # shadow and canary routing lapse on their own if this process dies
+            p.decide("promotion_requested", requested_by, {"champion": champion, "flow_run": current_flow_run_id()})
+            verdict = check_policy(p)
+            p.decide("policy", "slipway", {"passed": verdict.passed, "reasons": verdict.reasons, **verdict.metrics})
+            if not verdict.passed:
+                return end(p, "rejected", f"policy: {verdict.summary()}")
+            report = "No champion yet: this version becomes the first one: there is no live traffic to shadow or canary.\n"
+            if champion is not None:
+                shadowed, report = shadow(p)
+                if not shadowed.passed:
+                    return end(p, "rejected", "shadow: " + "; ".join(shadowed.problems))
+            answer = await_approval(p, report)
+            if answer is None:
+                return end(p, "rejected", f"no valid approval within {settings.promotion.approval_timeout_seconds}s")
+            p.decide("approved" if answer.approved else "approval_rejected", answer.approver, {"comment": answer.comment})
+            if not answer.approved:
+                return end(p, "rejected", f"rejected by {answer.approver}: {answer.comment}", answer.approver)
+            if champion is not None and (failed := canary(p)) is not None:
+                return end(p, "rolled_back", f"canary at {failed.percent}%: " + "; ".join(failed.problems), answer.approver)
+            reason = f"approved by {answer.approver} ({answer.comment or 'no comment'}), requested by {requested_by}"
+            registry.switch_champion(name, challenger, answer.approver, audit, reason)
+            if champion is not None:
+                wait_for_state(settings.promotion.service_url, lambda s: s.champion == challenger, f"champion v{challenger}", 60)
+            steps.open_watch(p)
+            return end(p, "promoted", reason, answer.approver)
     finally:
         steps.release_lock(name)

@@ -8,6 +8,7 @@ the prediction-log windows a step is judged on, and the latency replay.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from models import plots, policy, registry, training
 from models import watch as watching
 from models.routing import Mode, Routing
 from slipway.audit import AuditLog
+from slipway.errors import Refused
 from slipway.prediction_log import feature_frame, read_prediction_log
 from slipway.service_metrics import ServiceUnreachable, ServingState, wait_for_state
 from slipway.settings import Settings
@@ -40,6 +42,10 @@ class PromotionResult:
     outcome: str  # promoted, rejected or rolled_back
     reason: str
     approver: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.outcome != "promoted"
 
     def line(self) -> str:
         return f"promotion {self.outcome}: {self.model_name} v{self.challenger}: {self.reason}"
@@ -66,13 +72,16 @@ class Promotion:
         registry.record_decision(self.name, self.challenger, event, tags)
 
 
-def acquire_lock(name: str, run_id: str, holder_alive: Callable[[str], bool], audit: AuditLog) -> None:
-    """Take the model's promotion lock; reset routing left behind by a run that died."""
+def acquire_lock(name: str, run_id: str, audit: AuditLog) -> None:
+    """Take the model's lock tag; reset routing left behind by a run that died.
+
+    Called only while holding the model's promotion slot (``slipway.orchestration.exclusive``),
+    which the server grants to one run at a time: another run's lock tag is one that
+    died (killed, crashed, its machine gone) without releasing it.
+    """
     client = MlflowClient()
     holder = (client.get_registered_model(name).tags or {}).get(LOCK_TAG)
     if holder and holder != run_id:
-        if holder_alive(holder):
-            raise RuntimeError(f"{name!r}: promotion flow run {holder} is still in progress; wait for it or cancel it")
         left = registry.current_routing(name)
         registry.set_routing(name, Routing())
         audit.append("promotion_recovered", "slipway", name, None, {"dead_run": holder, "routing_was": left.mode})
@@ -85,6 +94,47 @@ def release_lock(name: str) -> None:
     if routing.mode is not Mode.CHAMPION and (watch is None or routing != watch.routing()):
         registry.set_routing(name, Routing())
     MlflowClient().delete_registered_model_tag(name, LOCK_TAG)
+
+
+ROUTING_LOCK = threading.Lock()  # the flow's routing writes and its lease renewals never interleave
+
+
+def set_leased_routing(p: Promotion, routing: Routing) -> None:
+    """Write a routing record for this promotion, leased for ``promotion.routing_lease_seconds``."""
+    with ROUTING_LOCK:
+        leased = routing.leased(p.settings.promotion.routing_lease_seconds) if routing.mode is not Mode.CHAMPION else routing
+        registry.set_routing(p.name, leased)
+
+
+class LeaseRenewer:
+    """Renews the lease of this promotion's routing record while the flow's process lives (through approval pauses).
+
+    Killed with the process, it stops; the lease then runs out and every replica
+    serves the champion only, with nobody cancelling anything by hand.
+    """
+
+    def __init__(self, p: Promotion) -> None:
+        self.p, self._stop = p, threading.Event()
+        self._thread = threading.Thread(target=self._run, name="routing-lease", daemon=True)
+
+    def __enter__(self) -> LeaseRenewer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        seconds = self.p.settings.promotion.routing_lease_seconds
+        while not self._stop.wait(seconds / 4):
+            try:
+                with ROUTING_LOCK:
+                    routing = registry.current_routing(self.p.name)
+                    if routing.lease_until is not None and routing.version == self.p.challenger:
+                        registry.renew_routing_lease(self.p.name, routing.leased(seconds))
+            except Exception as exc:  # noqa: BLE001 - a registry hiccup must not end the promotion; the next round retries
+                print(f"routing lease not renewed this time: {type(exc).__name__}: {exc}")
 
 
 def applied(routing: Routing, second: str) -> Callable[[ServingState], bool]:
@@ -102,7 +152,7 @@ def refuse_during_watch(name: str, champion: str | None, audit: AuditLog) -> Non
     if watch is None:
         return
     if watch.version == champion:
-        raise RuntimeError(
+        raise Refused(
             f"{name!r} v{watch.version} is under its post-deployment watch until {watch.until:%Y-%m-%d %H:%M} UTC "
             f"(v{watch.previous} in shadow); promote once the guard ends it, or roll back"
         )

@@ -22,7 +22,7 @@ import models
 import slipway
 from models.fast_scorer import FastScorer
 from models.pyfunc import ScoringModel
-from models.routing import Routing
+from models.routing import LEASE_TAG, Routing
 from slipway.audit import AuditLog
 from slipway.settings import DataSettings
 
@@ -186,6 +186,12 @@ def set_routing(name: str, routing: Routing) -> None:
     client = MlflowClient()
     for key, value in routing.to_tags().items():
         client.set_registered_model_tag(name, key, value)
+
+
+def renew_routing_lease(name: str, routing: Routing) -> None:
+    """Write only the lease of ``routing`` (the rest of the record is unchanged)."""
+    if routing.lease_until is not None:
+        MlflowClient().set_registered_model_tag(name, LEASE_TAG, routing.lease_until.isoformat())
 
 
 def current_routing(name: str) -> Routing:

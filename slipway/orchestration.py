@@ -2,9 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+from slipway.errors import Refused
+
+
+class Busy(Refused):
+    """The one slot of a global concurrency limit is taken; the message names the limit."""
+
+
+MIN_SLOT_LEASE_SECONDS = 60.0  # the shortest slot lease Prefect's server grants
+
+
+@contextmanager
+def exclusive(name: str, lease_seconds: float, wait_seconds: float = 5.0, what: str = "runs") -> Iterator[None]:
+    """Hold the single slot of the Prefect global concurrency limit ``name`` (created with limit 1 if missing).
+
+    The server grants the slot atomically, so two holders can never overlap; the
+    slot is leased and renewed while the holder's process lives, so a killed holder
+    frees it after ``lease_seconds`` (at least a minute, Prefect's floor). Raises :class:`Busy` if the slot stays taken for
+    ``wait_seconds``.
+    """
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):  # created meanwhile by another run
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    lease = max(MIN_SLOT_LEASE_SECONDS, lease_seconds)
+    manager = concurrency(name, occupy=1, timeout_seconds=wait_seconds, lease_duration=lease, strict=True)
+    try:
+        manager.__enter__()
+    except TimeoutError as exc:
+        raise Busy(f"another run holds the Prefect global concurrency limit {name!r}: {what} run one at a time") from exc
+    try:
+        yield
+    finally:
+        manager.__exit__(None, None, None)
 
 
 def current_flow_run_id() -> str:

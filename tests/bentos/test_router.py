@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from bentos.router import LoadedModel, ModelRouter, RegistryView, Snapshot
 from models.routing import Mode, Routing
 from tests.bentos.stubs import Linear, model
@@ -57,6 +59,19 @@ def test_a_routing_record_naming_a_version_serves_that_version_not_the_moving_al
     registry.aliases["challenger"] = "4"  # a training run moved the alias during the canary
     snap = router(registry).snapshot
     assert snap.challenger is not None and snap.challenger.version == "2"
+
+
+def test_a_routing_record_whose_lease_ran_out_is_champion_only() -> None:
+    registry, now = FakeRegistry(), datetime.now(UTC)
+    registry.aliases["challenger"] = "2"
+    registry.tags.update(Routing(Mode.CANARY, 50, "2").leased(30, now).to_tags())
+    r = router(registry)
+    assert r.snapshot.routing.mode is Mode.CANARY and not r.snapshot.lease_expired
+    registry.tags.update(Routing(Mode.CANARY, 50, "2").leased(-1, now).to_tags())  # the promote flow stopped renewing
+    snap = r.refresh()
+    assert snap.routing == Routing() and snap.challenger is None and snap.lease_expired
+    registry.tags.update(Routing(Mode.CANARY, 50, "2").leased(30).to_tags())  # a live flow renews it again
+    assert r.refresh().routing.mode is Mode.CANARY and not r.snapshot.lease_expired
 
 
 def test_an_unreachable_registry_keeps_the_last_good_snapshot() -> None:

@@ -1,4 +1,4 @@
-from models.routing import CANARY_TAG, MODE_TAG, VERSION_TAG, Mode, Routing, bucket, serves_challenger
+from models.routing import CANARY_TAG, LEASE_TAG, MODE_TAG, VERSION_TAG, Mode, Routing, bucket, serves_challenger
 
 
 def test_canary_share_is_sticky_and_close_to_the_percentage() -> None:
@@ -27,6 +27,10 @@ def test_routing_record_round_trips_and_bad_records_fall_back() -> None:
 def test_routing_tags_round_trip_and_junk_falls_back_to_champion_only() -> None:
     for routing in (Routing(), Routing(Mode.SHADOW), Routing(Mode.SHADOW, 0, "7"), Routing(Mode.CANARY, 50, "12")):
         assert Routing.from_tags(routing.to_tags()) == routing
+    leased = Routing(Mode.CANARY, 50, "12").leased(60)
+    assert Routing.from_tags(leased.to_tags()) == leased and not leased.expired()
+    assert Routing.from_tags({**leased.to_tags(), LEASE_TAG: "tomorrow"}) == Routing()  # an unreadable lease serves nothing
+    assert Routing.from_tags({**leased.to_tags(), LEASE_TAG: "2030-01-01T00:00:00"}) == Routing()  # no zone: unreadable
     junk = {**Routing(Mode.CANARY, 50).to_tags(), VERSION_TAG: "../../etc"}
     assert Routing.from_tags(junk) == Routing(Mode.CANARY, 50)
     assert Routing.from_tags({MODE_TAG: "canary", CANARY_TAG: "0"}) == Routing()

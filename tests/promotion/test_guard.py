@@ -72,7 +72,7 @@ def test_a_champion_failing_its_watch_is_rolled_back_with_no_failed_request(stag
     state = read_state(stage.served.url)
     assert (state.champion, state.challenger, state.shadow) == ("2", "1", True)
 
-    again = finish(stage.start_promote(stage.params(**LENIENT), "requested_by=alice"))  # nothing promotes mid-watch
+    again = finish(stage.start_promote(stage.params(**LENIENT), "requested_by=alice", "version=1"))  # nothing, mid-watch
     assert again[0] == EXIT_REFUSED and "under its post-deployment watch" in again[1], again[1]
 
     before = len(audit_events(stage))
@@ -83,7 +83,7 @@ def test_a_champion_failing_its_watch_is_rolled_back_with_no_failed_request(stag
         time.sleep(2)  # traffic keeps flowing across and after the switch
     finally:
         traffic.stop()
-    assert code == 0 and "guard rolled_back" in out and "restored v1" in out and "p99 latency" in out, out
+    assert code == EXIT_REFUSED and "guard rolled_back" in out and "restored v1" in out and "p99 latency" in out, out
     assert traffic.statuses and set(traffic.statuses) == {200}, traffic.statuses
     events = [e["event"] for e in audit_events(stage, before)]
     assert events[:1] == ["watch_check"] and events[-3:] == ["watch_failed", "rollback", "watch_rolled_back"], events

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +30,7 @@ from models.routing import Mode, Routing
 from models.sample import register_version, sample_split
 from slipway.audit import AuditLog
 from slipway.prediction_log import read_prediction_log
+from slipway.service_metrics import wait_for_state
 from slipway.settings import load_settings
 from tests.conftest import REPO
 from tests.promotion.conftest import Stage
@@ -200,3 +203,33 @@ def test_an_erroring_canary_is_rolled_back_and_serves_nothing_after(stage: Stage
     after = read_prediction_log(stage.served.home.predictions, rolled_back_at)
     assert len(after) >= 200 and set(after["served_version"].astype(str)) == {"1"}
     assert [e["event"] for e in entries(stage, broken)][-1] == "canary_rolled_back"
+
+
+def test_a_promotion_killed_mid_canary_lapses_to_the_champion_and_the_next_one_recovers(stage: Stage) -> None:
+    stage.reset(champion="1", challenger="2")
+    params = stage.params(**LENIENT, canary_steps=[50, 100], bake_seconds=120, routing_lease_seconds=6)
+    proc = stage.start_promote(params, "requested_by=alice")
+    stage.resume(stage.wait_paused(proc), approver="bob", approved=True, comment="go")
+    wait_for_state(stage.served.url, lambda s: s.canary_percent == 50, "canary at 50%", 120)
+    proc.send_signal(signal.SIGKILL)  # mid-canary: no finally, no lock release, its flow run stays "Running"
+    proc.wait(timeout=10)
+    tags = stage.served.client().get_registered_model(stage.name).tags
+    assert Routing.from_tags(tags).mode is Mode.CANARY and LOCK_TAG in tags  # the registry still says 50%
+    # … but nobody renews its lease: every replica falls back to the champion on its own
+    wait_for_state(stage.served.url, lambda s: s.challenger is None and s.canary_percent == 0, "champion only", 40)
+    metrics = httpx.get(f"{stage.served.url}/metrics", timeout=10).text
+    assert re.search(r"slipway_serving_routing_lease_expired(\{[^}]*\})? 1\.0", metrics), metrics[-2000:]
+    assert served_versions(stage) == {"1"}
+
+    before = len(AuditLog(stage.served.home.audit_log).entries())
+    deadline = time.monotonic() + 180  # the dead run's concurrency slot lapses too (Prefect's lease: a minute at least)
+    while True:
+        code, out = finish(stage.start_promote(stage.params(min_auc_gain=0.5), "requested_by=alice"))
+        if "refused: another run holds the Prefect global concurrency limit" not in out or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert code == EXIT_REFUSED and "promotion rejected" in out and "ROC-AUC gain" in out, out  # it ran, to its policy
+    recovered = [e for e in AuditLog(stage.served.home.audit_log).entries()[before:] if e["event"] == "promotion_recovered"]
+    assert len(recovered) == 1 and recovered[0]["details"]["routing_was"] == "canary"
+    tags = stage.served.client().get_registered_model(stage.name).tags
+    assert LOCK_TAG not in tags and Routing.from_tags(tags) == Routing()
