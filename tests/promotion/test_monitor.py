@@ -26,7 +26,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from flows.automations import ensure_automations
 from models import dashboard, monitoring
-from slipway.catalog import DRIFT_EVENT
+from slipway.catalog import DRIFT_EVENT, FLOWS, deployment_name
 from slipway.processes import answers, free_port, running_server
 from tests.conftest import REPO, write_params
 from tests.promotion.conftest import Stage
@@ -67,8 +67,11 @@ def runner(stage: Stage, runner_params: Path) -> Iterator[None]:
     """Every flow served as a deployment, with the retraining automations, as ``slipway up`` sets them up."""
     env = {**stage.served.env, "PREFECT_API_URL": stage.prefect_url}
     command = [sys.executable, "-m", "flows.deployments", "--params", str(runner_params)]
-    registered = f"{stage.prefect_url}/deployments/name/retrain/retrain"
-    with running_server(command, lambda: httpx.get(registered).status_code == 200, stage.root / "runner.log", env=env, cwd=REPO):
+
+    def registered() -> bool:  # every deployment, the automations' targets among them
+        return all(httpx.get(f"{stage.prefect_url}/deployments/name/{deployment_name(f)}").status_code == 200 for f in FLOWS)
+
+    with running_server(command, registered, stage.root / "runner.log", env=env, cwd=REPO):
         ensure_automations(stage.prefect_url, str(runner_params), {})
         assert (
             len(ensure_automations(stage.prefect_url, str(runner_params), {})) == 4
