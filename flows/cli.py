@@ -106,18 +106,45 @@ def serve(params: str, port: int) -> None:
 
 
 def history(params: str) -> None:
-    """Which version was champion when, who decided, and every other audited decision."""
-    from slipway.audit import AuditLog
+    """Which version was champion when, who decided, every other audited decision, and whether all sides agree."""
+    from models.registry import CHAMPION, alias_version, audit_log
+    from slipway.service_metrics import ServiceUnreachable, read_state
 
-    name = load_settings(params).registry.model_name
-    log = AuditLog(Home.current().audit_log)
-    count = log.verify()
+    settings = load_settings(params)
+    name = settings.registry.model_name
+    log = audit_log(Home.current().audit_log, name)
+    count = log.verify()  # the chain, a torn tail and the head anchored in the registry
     entries = [e for e in log.entries() if e["model"] == name]
-    print(f"{name}: {len(entries)} decisions (audit chain of {count} entries verified)")
+    print(f"{name}: {len(entries)} decisions (audit chain of {count} entries verified against the registry's anchor)")
     print(f"{'time':<33} {'event':<18} {'version':>7}  {'by':<14} details")
     for e in entries:
         details = ", ".join(f"{k}={v}" for k, v in e["details"].items())
         print(f"{e['time']:<33} {e['event']:<18} {e['version'] or '-':>7}  {e['actor']:<14} {details}")
+    try:
+        served: str | None = read_state(settings.promotion.service_url).champion
+    except ServiceUnreachable:
+        served = None
+    problems = champion_disagreements(entries, alias_version(name, CHAMPION), served)
+    for problem in problems:
+        print(f"DISAGREEMENT: {problem}")
+    if problems:
+        raise RuntimeError(f"{name}: the audit log, the registry and the service disagree on the champion (see above)")
+    print(f"agreement: audit log and registry{' and service' if served else ''} name the same champion")
+
+
+def champion_disagreements(entries: Sequence[dict[str, Any]], registry_champion: str | None, served: str | None) -> list[str]:
+    """What the audit log's last applied switch or rollback says against the registry's alias and the service."""
+    applied = [e for e in entries if e["event"] in ("switch_applied", "rollback_applied", "champion_switch", "rollback")]
+    logged = applied[-1]["version"] if applied else None
+    problems = []
+    if logged != registry_champion:
+        problems.append(
+            f"the registry's champion alias is v{registry_champion}, but the audit log's last switch made "
+            f"v{logged} champion: the alias was changed outside the promote and rollback flows"
+        )
+    if served is not None and served != registry_champion:
+        problems.append(f"the service serves v{served} as champion, the registry's alias says v{registry_champion}")
+    return problems
 
 
 def stack_up(params: str, prefect_port: int, mlflow_port: int, dashboard_port: int) -> None:

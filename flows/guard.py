@@ -22,7 +22,7 @@ from flows.events import announce
 from flows.labelled import latest_labels
 from models import comparison
 from models import watch as watching
-from models.registry import CHAMPION, alias_version, rollback_champion
+from models.registry import CHAMPION, alias_version, audit_log, rollback_champion
 from models.watch import GUARD_ACTOR, Watch
 from slipway.audit import AuditLog
 from slipway.catalog import CHAMPION_EVENT, ROLLED_BACK_EVENT
@@ -102,7 +102,8 @@ def take_hold(settings: Settings, w: Watch, audit: AuditLog, run_id: str) -> str
 def guard(params: str = "params.yaml") -> GuardResult:
     """Watch the newest champion beside the one it replaced; roll back at once when a check fails."""
     settings = load_params(params)
-    name, cfg, audit = settings.registry.model_name, settings.promotion.watch, AuditLog(home().audit_log)
+    name, cfg = settings.registry.model_name, settings.promotion.watch
+    audit = audit_log(home().audit_log, name)
     w = watching.read_watch(name)
     if w is None:
         return GuardResult(name, None, "idle", "no post-deployment watch is open")

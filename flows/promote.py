@@ -150,7 +150,8 @@ def canary(p: Promotion) -> comparison.Health | None:
 def promote(params: str = "params.yaml", requested_by: str = "unknown", version: str | None = None) -> PromotionResult:
     """Take the challenger (or ``version``) through policy, shadow, approval and canary to champion."""
     settings = load_params(params)
-    name, audit = settings.registry.model_name, AuditLog(home().audit_log)
+    name = settings.registry.model_name
+    audit = registry.audit_log(home().audit_log, name)
     challenger = version or registry.alias_version(name, registry.CHALLENGER)
     if challenger is None:
         raise RuntimeError(f"{name!r} has no 'challenger' alias and no version was given: train one first")

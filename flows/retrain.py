@@ -17,7 +17,7 @@ from prefect.exceptions import ObjectNotFound
 from flows.common import home, load_params
 from flows.materialize import materialize
 from flows.train import train
-from slipway.audit import AuditLog
+from models.registry import audit_log
 from slipway.catalog import deployment_name
 from slipway.cooldown import claim, release
 
@@ -35,7 +35,7 @@ def retrain(params: str = "params.yaml", reason: str = "scheduled") -> str:
         cooldown = settings.monitor.retrain_cooldown_seconds
         print(f"retrain skipped for {reason!r}: another started at {blocking}, within the cooldown ({cooldown:.0f}s)")
         return "skipped"
-    AuditLog(home().audit_log).append("retrain_started", "slipway", name, None, {"reason": reason})
+    audit_log(home().audit_log, name).append("retrain_started", "slipway", name, None, {"reason": reason})
     try:
         materialize(params=params)
         result = train(params=params)

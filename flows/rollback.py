@@ -6,9 +6,8 @@ from prefect import flow
 
 from flows.common import home, load_params
 from flows.events import announce
-from models.registry import CHAMPION, alias_version, rollback_champion
+from models.registry import CHAMPION, alias_version, audit_log, rollback_champion
 from models.watch import close_watch, read_watch
-from slipway.audit import AuditLog
 from slipway.catalog import CHAMPION_EVENT, ROLLED_BACK_EVENT
 
 
@@ -18,7 +17,7 @@ def rollback(params: str = "params.yaml", requested_by: str = "unknown", reason:
     settings = load_params(params)
     name = settings.registry.model_name
     replaced = alias_version(name, CHAMPION)
-    audit = AuditLog(home().audit_log)
+    audit = audit_log(home().audit_log, name)
     restored = rollback_champion(name, requested_by, audit, reason)
     if (open_watch := read_watch(name)) is not None:
         close_watch(name, open_watch, audit, "watch_ended", {"reason": f"rolled back by {requested_by}: {reason}"})

@@ -12,6 +12,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.tracking.fluent import ActiveRun
@@ -29,6 +30,35 @@ from slipway.settings import DataSettings
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION_TAG = "slipway.previous_champion"
+AUDIT_HEAD_TAG = "slipway.audit.head"
+
+
+class RegistryAnchor:
+    """The audit chain's head as a tag on the registered model, outside the log's file."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def read(self) -> tuple[int, str] | None:
+        try:
+            text = (MlflowClient().get_registered_model(self.name).tags or {}).get(AUDIT_HEAD_TAG)
+        except MlflowException:
+            return None  # no registered model yet: nothing was anchored
+        if not text:
+            return None
+        raw = json.loads(text)
+        return int(raw["seq"]), str(raw["hash"])
+
+    def write(self, seq: int, digest: str) -> None:
+        try:
+            MlflowClient().set_registered_model_tag(self.name, AUDIT_HEAD_TAG, json.dumps({"seq": seq, "hash": digest}))
+        except MlflowException as exc:  # the entry itself is written; verify reports a lagging anchor as it finds it
+            print(f"audit head not anchored in the registry ({exc})")
+
+
+def audit_log(path: Path, name: str) -> AuditLog:
+    """The audit log, anchored on the registered model ``name``."""
+    return AuditLog(path, RegistryAnchor(name))
 
 
 @dataclass(frozen=True)
@@ -146,6 +176,7 @@ def switch_champion(name: str, version: str, actor: str, audit: AuditLog, reason
     if previous == version:
         return previous
     now = datetime.now(UTC).isoformat()
+    audit.append("champion_switch", actor, name, version, {"previous": previous, "reason": reason})  # intent first
     client.set_registered_model_alias(name, CHAMPION, version)  # the switch itself: one atomic update
     if previous is not None:
         client.set_registered_model_tag(name, PREVIOUS_CHAMPION_TAG, previous)
@@ -155,7 +186,7 @@ def switch_champion(name: str, version: str, actor: str, audit: AuditLog, reason
     if alias_version(name, CHALLENGER) == version:
         client.delete_registered_model_alias(name, CHALLENGER)
     set_routing(name, Routing())
-    audit.append("champion_switch", actor, name, version, {"previous": previous, "reason": reason})
+    audit.append("switch_applied", actor, name, version, {"previous": previous})
     return previous
 
 
@@ -168,13 +199,14 @@ def rollback_champion(name: str, actor: str, audit: AuditLog, reason: str) -> st
     if previous is None or previous == current:
         raise RuntimeError(f"{name!r}: no previous champion is recorded, nothing to roll back to")
     now = datetime.now(UTC).isoformat()
+    audit.append("rollback", actor, name, previous, {"from": current, "reason": reason})  # intent first
     set_routing(name, Routing())  # stop any canary or shadow first
     client.set_registered_model_alias(name, CHAMPION, previous)
     client.delete_registered_model_tag(name, PREVIOUS_CHAMPION_TAG)  # never "roll back" onto the version just removed
     if current is not None:
         client.set_model_version_tag(name, current, "slipway.rolled_back", f"{now} by {actor}: {reason}")
     client.set_model_version_tag(name, previous, "slipway.champion_since", now)
-    audit.append("rollback", actor, name, previous, {"from": current, "reason": reason})
+    audit.append("rollback_applied", actor, name, previous, {"from": current})
     return previous
 
 

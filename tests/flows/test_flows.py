@@ -155,7 +155,7 @@ def test_champion_switch_rollback_and_history(home: Path, tmp_path: Path, capsys
     from flows.rollback import rollback
     from models import registry
     from models.sample import build_sample_deployment
-    from slipway.audit import AuditLog
+    from slipway.audit import AuditError, AuditLog
     from slipway.paths import Home
     from slipway.settings import load_settings
 
@@ -174,12 +174,26 @@ def test_champion_switch_rollback_and_history(home: Path, tmp_path: Path, capsys
     assert registry.alias_version(name, "champion") == "1"
     assert "canary errors" in client.get_model_version(name, "2").tags["slipway.rolled_back"]
 
-    assert [e["event"] for e in audit.entries()] == ["champion_switch", "rollback"] and audit.verify() == 2
+    events = [e["event"] for e in audit.entries()]  # each decision written before the state it changes, then its outcome
+    assert events == ["champion_switch", "switch_applied", "rollback", "rollback_applied"] and audit.verify() == 4
     history(str(params))
     out = capsys.readouterr().out
     assert "champion_switch" in out and "alice" in out and "rollback" in out and "bob" in out
+    assert "agreement: audit log and registry name the same champion" in out
     with pytest.raises(RuntimeError, match="nothing to roll back to"):
         rollback(str(params), requested_by="bob")  # v1 has no recorded predecessor
+
+    client.set_registered_model_alias(name, "champion", "2")  # someone with MLflow write access, behind the platform's back
+    with pytest.raises(RuntimeError, match="disagree on the champion"):
+        history(str(params))
+    assert "DISAGREEMENT: the registry's champion alias is v2, but the audit log's last switch made v1" in capsys.readouterr().out
+    client.set_registered_model_alias(name, "champion", "1")
+
+    log = Home.current().audit_log  # the last decision cut from the file: the chain alone would still verify
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[:-1]))
+    assert AuditLog(log).verify() == 3
+    with pytest.raises(AuditError, match="has 3 entries but the registry's anchor records 4"):
+        history(str(params))
 
 
 def test_a_failed_retraining_gives_the_cooldown_back(home: Path, tmp_path: Path) -> None:

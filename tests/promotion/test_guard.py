@@ -86,7 +86,7 @@ def test_a_champion_failing_its_watch_is_rolled_back_with_no_failed_request(stag
     assert code == EXIT_REFUSED and "guard rolled_back" in out and "restored v1" in out and "p99 latency" in out, out
     assert traffic.statuses and set(traffic.statuses) == {200}, traffic.statuses
     events = [e["event"] for e in audit_events(stage, before)]
-    assert events[:1] == ["watch_check"] and events[-3:] == ["watch_failed", "rollback", "watch_rolled_back"], events
+    assert events[:1] == ["watch_check"] and events[-4:] == ["watch_failed", "rollback", "rollback_applied", "watch_rolled_back"]
     assert all(e["actor"] == "slipway-guard" for e in audit_events(stage, before))
     assert alias_version(stage.name, "champion") == "1"
     tags = stage.served.client().get_registered_model(stage.name).tags
