@@ -66,16 +66,22 @@ def served_versions(stage: Stage, count: int = 60) -> set[str]:
     return {p["model_version"] for p in response.json()["predictions"]}
 
 
-def entries(stage: Stage, version: str) -> list[dict[str, Any]]:
+def audit_length(stage: Stage) -> int:
+    return len(AuditLog(stage.served.home.audit_log).entries())
+
+
+def entries(stage: Stage, version: str, since: int = 0) -> list[dict[str, Any]]:
+    """The audit entries of ``version``, from position ``since`` on (the package's tests share one log, in any order)."""
     log = AuditLog(stage.served.home.audit_log)
     log.verify()
-    return [e for e in log.entries() if e["version"] == version]
+    return [e for e in log.entries()[since:] if e["version"] == version]
 
 
 def test_a_worse_challenger_never_reaches_approval(stage: Stage) -> None:
     settings = stage.served.settings
     worse = register_version(settings, sample_split(settings), {"max_depth": 3}, 60, shuffle_labels=True)
     stage.reset(champion="1", challenger=worse.version)
+    before = audit_length(stage)
     client = stage.served.client()  # what a promotion killed mid-canary leaves behind: its lock and a canary share
     client.set_registered_model_tag(stage.name, LOCK_TAG, str(uuid.uuid4()))
     for key, value in Routing(Mode.CANARY, 50).to_tags().items():
@@ -87,7 +93,7 @@ def test_a_worse_challenger_never_reaches_approval(stage: Stage) -> None:
     version = stage.served.client().get_model_version(stage.name, worse.version)
     assert version.tags[STATUS_TAG] == "rejected" and "ROC-AUC gain" in version.tags["slipway.promotion.reason"]
     assert [e["event"] for e in entries(stage, worse.version)] == ["promotion_requested", "policy"]
-    recovered = [e for e in AuditLog(stage.served.home.audit_log).entries() if e["event"] == "promotion_recovered"]
+    recovered = [e for e in AuditLog(stage.served.home.audit_log).entries()[before:] if e["event"] == "promotion_recovered"]
     assert len(recovered) == 1 and recovered[0]["details"]["routing_was"] == "canary"
     registered = client.get_registered_model(stage.name)
     assert LOCK_TAG not in registered.tags and Routing.from_tags(registered.tags) == Routing()
@@ -96,6 +102,7 @@ def test_a_worse_challenger_never_reaches_approval(stage: Stage) -> None:
 
 def test_self_approval_and_outsiders_are_refused_then_a_valid_approval_promotes(stage: Stage) -> None:
     stage.reset(champion="1", challenger="2")
+    before = audit_length(stage)
     proc = stage.start_promote(stage.params(**LENIENT), "requested_by=alice")
     paused = stage.wait_paused(proc)
     with stage.prefect() as client:  # the form the UI shows: the schema and the shadow report as its description
@@ -115,11 +122,11 @@ def test_self_approval_and_outsiders_are_refused_then_a_valid_approval_promotes(
     assert alias_version(stage.name, "champion") == "2" and alias_version(stage.name, "challenger") is None
     assert served_versions(stage) == {"2"}  # the running service switched without a restart
     assert stage.served.process.poll() is None  # the same server process, never restarted
-    steps = [(e["event"], e["actor"]) for e in entries(stage, "2")]
+    steps = [(e["event"], e["actor"]) for e in entries(stage, "2", before)]
     assert ("approval_refused", "alice") in steps and ("approval_refused", "mallory") in steps
     assert ("approved", "bob") in steps and ("champion_switch", "bob") in steps
     assert [e for e, _ in steps if e == "canary_step"] == ["canary_step", "canary_step"]
-    assert all(h["details"]["problems"] == [] for h in entries(stage, "2") if h["event"] == "canary_health")
+    assert all(h["details"]["problems"] == [] for h in entries(stage, "2", before) if h["event"] == "canary_health")
     assert emitted(stage, "slipway.promotion.promoted", "2")
 
     history = subprocess.run(
