@@ -6,8 +6,17 @@ from prefect import runtime
 from prefect.events import emit_event
 from prefect.utilities.urls import url_for
 
-from slipway.catalog import model_resource
+from slipway.catalog import CHAMPION_EVENT, ROLLED_BACK_EVENT, model_resource
 from slipway.settings import Settings
+
+
+def announce_rollback(settings: Settings, replaced: str | None, restored: str, actor: str, reason: str) -> None:
+    """A rollback and the champion change it made, each as its own event (each alerts)."""
+    name = settings.registry.model_name
+    summary = f"{name} rolled back from v{replaced} to v{restored} by {actor}: {reason}"
+    announce(ROLLED_BACK_EVENT, settings, replaced, summary, restored=restored, actor=actor, reason=reason)
+    summary = f"Champion of {name} is now v{restored} (was v{replaced}): rollback by {actor}: {reason}"
+    announce(CHAMPION_EVENT, settings, restored, summary, previous=replaced, actor=actor)
 
 
 def announce(event: str, settings: Settings, version: str | None, summary: str, **payload: object) -> None:

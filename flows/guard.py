@@ -18,14 +18,13 @@ from datetime import UTC, datetime
 from prefect import flow
 
 from flows.common import home, load_params
-from flows.events import announce
+from flows.events import announce_rollback
 from flows.labelled import latest_labels
 from models import comparison
 from models import watch as watching
 from models.registry import CHAMPION, alias_version, audit_log, rollback_champion
 from models.watch import GUARD_ACTOR, Watch
 from slipway.audit import AuditLog
-from slipway.catalog import CHAMPION_EVENT, ROLLED_BACK_EVENT
 from slipway.orchestration import current_flow_run_id, flow_run_alive
 from slipway.prediction_log import read_prediction_log
 from slipway.service_metrics import ServiceUnreachable, read_state, wait_for_state
@@ -78,10 +77,7 @@ def roll_back(settings: Settings, w: Watch, audit: AuditLog, verdict: comparison
         wait_for_state(settings.promotion.service_url, lambda s: s.champion == restored, f"champion v{restored}", 60)
     except (RuntimeError, ServiceUnreachable) as exc:
         print(f"the rollback is in the registry, but the service has not confirmed it yet: {exc}")
-    summary = f"{name} v{w.version} rolled back to v{restored} by the post-deployment guard: {reason}"
-    announce(ROLLED_BACK_EVENT, settings, w.version, summary, restored=restored, actor=GUARD_ACTOR, reason=reason)
-    summary = f"Champion of {name} is now v{restored} (was v{w.version}): post-deployment check failed"
-    announce(CHAMPION_EVENT, settings, restored, summary, previous=w.version, actor=GUARD_ACTOR)
+    announce_rollback(settings, w.version, restored, GUARD_ACTOR, f"post-deployment check failed: {reason}")
     return GuardResult(name, w.version, "rolled_back", f"restored v{restored}: {reason}")
 
 

@@ -7,6 +7,7 @@ and return plain results that the promote flow publishes, tags and audits.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -73,6 +74,35 @@ def top_k_overlap(a: np.ndarray, b: np.ndarray, fraction: float) -> float:
     k = max(1, round(fraction * len(a)))
     top_a, top_b = np.argsort(-a, kind="stable")[:k], np.argsort(-b, kind="stable")[:k]
     return len(np.intersect1d(top_a, top_b)) / k
+
+
+def failures(log: pd.DataFrame, version: str, reported: int) -> int:
+    """Rows ``version`` failed on: the log's count ("vN: ..." errors) or the service's ``reported`` one, whichever is larger.
+
+    The service's counter (from ``/metrics``) covers records the log had to drop, so
+    dropped records cannot hide failures.
+    """
+    if "error" not in log:
+        return reported
+    logged = int(log["error"].dropna().astype(str).str.contains(f"v{version}:", regex=False).sum())
+    return max(logged, reported)
+
+
+def p99_of(latency_ms: pd.Series) -> float:
+    return float(np.percentile(latency_ms, 99)) if len(latency_ms) else float("nan")
+
+
+class Verdict:
+    """What the health checks share (mixed into their dataclasses): healthy when ``problems`` is empty."""
+
+    problems: list[str]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(cast(Any, self))
 
 
 @dataclass(frozen=True)
@@ -175,8 +205,8 @@ def shadow_report(
 
 
 @dataclass(frozen=True)
-class Health:
-    """One canary step's check: healthy when ``problems`` is empty."""
+class Health(Verdict):
+    """One canary step's check."""
 
     percent: int
     challenger_rows: int
@@ -185,13 +215,6 @@ class Health:
     p99_latency_ms: float
     score_psi: float
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def healthy(self) -> bool:
-        return not self.problems
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def canary_health(
@@ -206,11 +229,9 @@ def canary_health(
     canary = log[log["route"] == "canary"]
     served = canary[canary["served_version"].astype(str) == challenger]
     baseline = canary[canary["served_version"].astype(str) == champion]
-    failed = canary[canary["error"].notna()] if "error" in canary else canary.iloc[0:0]
-    failed = failed[failed["error"].astype(str).str.contains(f"v{challenger}:", regex=False)]
-    errors = max(len(failed), reported_errors)
+    errors = failures(canary, challenger, reported_errors)
     attempts = len(served) + errors
-    p99 = float(np.percentile(served["latency_ms"], 99)) if len(served) else float("nan")
+    p99 = p99_of(served["latency_ms"])
     shift = psi(baseline["score"].to_numpy(float), served["score"].to_numpy(float))
     problems = []
     if attempts and errors / attempts > cfg.max_error_rate:
@@ -225,8 +246,8 @@ def canary_health(
 
 
 @dataclass(frozen=True)
-class WatchCheck:
-    """One post-deployment check of the new champion against the previous one: healthy when ``problems`` is empty."""
+class WatchCheck(Verdict):
+    """One post-deployment check of the new champion against the previous one."""
 
     rows: int  # rows the new champion served in the check's window
     shadowed: int  # of those, rows the previous champion also scored
@@ -236,13 +257,6 @@ class WatchCheck:
     labelled: int = 0
     auc_difference: tuple[float, float, float] | None = None  # new minus previous: point, 95% low, 95% high
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def healthy(self) -> bool:
-        return not self.problems
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
     def summary(self) -> str:
         auc = "no labels yet" if self.auc_difference is None else f"ROC-AUC {self.auc_difference[0]:+.4f}"
@@ -270,10 +284,9 @@ def watch_check(
     in the window; the larger of it and the log's count is used.
     """
     served = window[window["served_version"].astype(str) == version]
-    failed = window[window["error"].notna()] if "error" in window else window.iloc[0:0]
-    errors = max(int(failed["error"].astype(str).str.contains(f"v{version}:", regex=False).sum()), reported_errors)
+    errors = failures(window, version, reported_errors)
     both = served[(served["shadow_version"].astype(str) == previous) & served["shadow_score"].notna()]
-    p99 = float(np.percentile(served["latency_ms"], 99)) if len(served) else float("nan")
+    p99 = p99_of(served["latency_ms"])
     shift = psi(both["shadow_score"].to_numpy(float), both["score"].to_numpy(float)) if len(both) else float("nan")
     problems = []
     attempts = len(served) + errors

@@ -90,9 +90,9 @@ def close_watch(name: str, watch: Watch, audit: AuditLog, event: str, details: d
     audit.append(event, GUARD_ACTOR, name, watch.version, {"previous": watch.previous, "checks": watch.checks, **details})
     if registry.current_routing(name) == watch.routing():
         registry.set_routing(name, Routing())
-    client = MlflowClient()
+    client, present = MlflowClient(), _tags(name)
     for tag in (WATCH_TAG, GUARD_TAG):
-        if tag in _tags(name):
+        if tag in present:
             client.delete_registered_model_tag(name, tag)
 
 
