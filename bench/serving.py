@@ -7,7 +7,7 @@ the service with and without shadow scoring, and entity lookups through Feast on
 both stores. At one connection it also measures what an entity lookup adds to a
 request's p50. Prints one table and the ratios.
 
-Usage: ``uv run python -m bench.serving [--seconds 10] [--connections 8] [--redis 127.0.0.1:6379,db=7]``.
+Usage: ``uv run python -m bench.serving [--seconds 6] [--rounds 5] [--connections 8] [--redis 127.0.0.1:6379,db=7]``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 from mlflow import MlflowClient
 
@@ -46,13 +48,36 @@ def _seconds(value: str) -> float:
     return float(found.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}[found.group(2)]
 
 
-def load(url: str, body: dict[str, Any], seconds: int, connections: int, workdir: Path) -> dict[str, float]:
-    """One wrk run; returns requests/s and p50/p99 latency in ms."""
+def _lua(body: dict[str, Any]) -> str:
+    return "'" + json.dumps(body).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a server process and its children (BentoML's workers)."""
+    process = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [process, *process.children(recursive=True)])
+
+
+def load(url: str, body: Any, seconds: int, connections: int, workdir: Path, pid: int | None = None) -> dict[str, float]:
+    """One wrk run (a list of bodies: each request takes the next); requests/s, p50/p99 latency in ms.
+
+    With the server's ``pid``, also the server's CPU time per request (``cpu_us``):
+    what one request costs the server, whatever else the machine is doing meanwhile.
+    """
     script = workdir / "post.lua"
-    payload = json.dumps(body).replace("\\", "\\\\").replace("'", "\\'")
-    script.write_text(f"wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\nwrk.body = '{payload}'\n")
+    header = "wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n"
+    if isinstance(body, list):
+        bodies = ", ".join(_lua(b) for b in body)
+        script.write_text(
+            f"{header}bodies = {{{bodies}}}\ni = 0\n"
+            "request = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[i])\nend\n"
+        )
+    else:
+        script.write_text(f"{header}wrk.body = {_lua(body)}\n")
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    spent = cpu_seconds(pid) - before if pid else float("nan")
     if "50%" not in out:
         raise RuntimeError(f"{url}: wrk measured nothing:\n{out}")
     if "Non-2xx" in out:
@@ -60,7 +85,8 @@ def load(url: str, body: dict[str, Any], seconds: int, connections: int, workdir
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _seconds(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _seconds(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000}
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000, "cpu_us": spent / done * 1e6}
 
 
 @dataclass(frozen=True)
@@ -72,6 +98,7 @@ class Scratch:
     name: str
     rows: list[dict[str, Any]]  # 100 rows of raw features
     entity: str  # an entity id in the online store
+    entities: list[str]  # held-out entity ids, all in the online store
 
     def route(self, routing: Routing) -> None:
         client = MlflowClient()
@@ -103,7 +130,8 @@ def scratch_deployment(prefix: str = "slipway-bench-") -> Scratch:
     settings = load_settings(params)
     test = build_sample_deployment(settings)
     rows = [{str(k): v for k, v in r.items()} for r in test[settings.data.features].head(100).to_dict("records")]
-    return Scratch(work, env, settings.registry.model_name, rows, str(test[settings.data.entity].iloc[0]))
+    entities = [str(e) for e in test[settings.data.entity].drop_duplicates().head(500)]
+    return Scratch(work, env, settings.registry.model_name, rows, entities[0], entities)
 
 
 def redis_profile(scratch: Scratch, connection: str) -> dict[str, str]:
@@ -156,47 +184,74 @@ def slipway_server(scratch: Scratch, name: str, extra_env: dict[str, str] | None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=6, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of the compared scenarios, each in turn")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--redis", default="127.0.0.1:6379,db=7", help="Redis for the online-store variant (emptied)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench.serving needs wrk: apt-get install wrk")
     scratch = scratch_deployment()
-    work, rows, entity = scratch.work, scratch.rows, scratch.entity
+    work, rows = scratch.work, scratch.rows
     redis_env = redis_profile(scratch, args.redis)
-    ports = {k: free_port() for k in ("mlflow", "floor")}
+    ports = {k: free_port() for k in ("mlflow", "floor", "direct")}
     mlflow_url, floor = f"http://127.0.0.1:{ports['mlflow']}", f"http://127.0.0.1:{ports['floor']}"
+    direct = f"http://127.0.0.1:{ports['direct']}"
     mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{scratch.name}/1", "--env-manager", "local"]
     mlflow_cmd += ["-p", str(ports["mlflow"]), "-h", "127.0.0.1"]
     floor_cmd = [str(BIN / "uvicorn"), "bench.floor_app:app", "--port", str(ports["floor"]), "--lifespan", "off"]
     floor_cmd += ["--log-level", "warning"]
     floor_env = {**scratch.env, "FLOOR_MODEL_URI": f"models:/{scratch.name}/1"}
+    direct_cmd = [*floor_cmd[:3], str(ports["direct"]), *floor_cmd[4:]]
     results: dict[str, dict[str, float]] = {}
+    rounds: list[dict[str, float]] = []  # the compared scenarios' req/s, round by round
 
-    def run(label: str, url: str, body: dict[str, Any], connections: int = args.connections) -> None:
-        results[label] = load(url, body, args.seconds, connections, work)
+    def run(label: str, url: str, body: Any, connections: int = args.connections, pid: int | None = None) -> None:
+        results[label] = load(url, body, args.seconds, connections, work, pid)
 
     with ExitStack() as stack:
-        bento, _ = stack.enter_context(slipway_server(scratch, "bento"))
-        on_redis, _ = stack.enter_context(slipway_server(scratch, "bento-redis", redis_env))
+        bento, bento_pid = stack.enter_context(slipway_server(scratch, "bento"))
+        on_redis, redis_pid = stack.enter_context(slipway_server(scratch, "bento-redis", redis_env))
         stack.enter_context(running_server(mlflow_cmd, answers(f"{mlflow_url}/ping"), work / "mlflow.log", env=scratch.env))
-        stack.enter_context(running_server(floor_cmd, _floor_answers(floor), work / "floor.log", env=floor_env, cwd=REPO))
+        floor_pid = stack.enter_context(
+            running_server(floor_cmd, _floor_answers(floor), work / "floor.log", env=floor_env, cwd=REPO)
+        ).pid
+        direct_env = {**floor_env, "FLOOR_PREDICT": "direct"}
+        direct_pid = stack.enter_context(
+            running_server(direct_cmd, _floor_answers(direct), work / "direct.log", env=direct_env, cwd=REPO)
+        ).pid
+        lookups = [{"entity_ids": [e]} for e in scratch.entities]  # a different lead each request
+        compared = {  # the goals' pairs, run in rounds so the machine's drifting speed hits both sides alike
+            "slipway 1 row": (f"{bento}/predict", {"rows": rows[:1]}, bento_pid),
+            "floor 1 row": (floor, {"rows": rows[:1]}, floor_pid),
+            "floor, direct C call, 1 row": (direct, {"rows": rows[:1]}, direct_pid),
+            "slipway entity, SQLite": (f"{bento}/predict_entities", lookups, bento_pid),
+            "slipway entity, Redis": (f"{on_redis}/predict_entities", lookups, redis_pid),
+            "slipway 1 row, Redis server": (f"{on_redis}/predict", {"rows": rows[:1]}, redis_pid),
+        }
+        for turn in range(args.rounds):
+            order = list(compared)[turn % len(compared) :] + list(compared)[: turn % len(compared)]
+            for label in order:
+                url, body, pid = compared[label]
+                run(label, url, body, pid=pid)
+            rounds.append({label: results[label]["rps"] for label in compared})
+            rounds.append({f"cpu {label}": results[label]["cpu_us"] for label in compared} | rounds.pop())
+        for label in compared:  # the table shows each scenario's median round
+            results[label]["rps"] = statistics.median(r[label] for r in rounds)
+            results[label]["cpu_us"] = statistics.median(r[f"cpu {label}"] for r in rounds)
         for size, batch in (("1 row", rows[:1]), ("100 rows", rows)):
-            run(f"slipway {size}", f"{bento}/predict", {"rows": batch})
             run(f"mlflow {size}", f"{mlflow_url}/invocations", {"dataframe_records": batch})
-            run(f"floor {size}", floor, {"rows": batch})
+        run("slipway 100 rows", f"{bento}/predict", {"rows": rows})
+        run("floor 100 rows", floor, {"rows": rows})
         for attempt in ("a", "b"):  # alternate so drift in machine load hits both sides
             scratch.route(Routing(Mode.SHADOW))
             run(f"slipway 1 row, shadow {attempt}", f"{bento}/predict", {"rows": rows[:1]})
             scratch.route(Routing())
             run(f"slipway 1 row, champion {attempt}", f"{bento}/predict", {"rows": rows[:1]})
         for store, url in (("SQLite", bento), ("Redis", on_redis)):
-            run(f"slipway entity, {store}", f"{url}/predict_entities", {"entity_ids": [entity]})
-            run(f"slipway 1 row, {store} server", f"{url}/predict", {"rows": rows[:1]})
-            run(f"1 conn: entity, {store}", f"{url}/predict_entities", {"entity_ids": [entity]}, 1)
+            run(f"1 conn: entity, {store}", f"{url}/predict_entities", lookups, 1)
             run(f"1 conn: 1 row, {store} server", f"{url}/predict", {"rows": rows[:1]}, 1)
-    report(results, args.connections)
+    report(results, rounds, args.connections)
 
 
 def _floor_answers(url: str) -> Callable[[], bool]:
@@ -211,28 +266,35 @@ def _floor_answers(url: str) -> Callable[[], bool]:
     return probe
 
 
-def report(results: dict[str, dict[str, float]], connections: int) -> None:
-    print(f"\n{'scenario':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   ({connections} connections unless '1 conn')")
+def report(results: dict[str, dict[str, float]], rounds: list[dict[str, float]], connections: int) -> None:
+    print(f"\n{'scenario':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}   ({connections} connections)")
     for scenario, r in results.items():
-        print(f"{scenario:<32} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
-    single = results["slipway 1 row"]
+        cpu = f"{r['cpu_us']:>11.0f}" if r["cpu_us"] == r["cpu_us"] else f"{'':>11}"
+        print(f"{scenario:<32} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {cpu}")
+    print(f"(first six: req/s and CPU the median of {len(rounds)} rounds, p50/p99 the last round; '1 conn': 1 connection)")
     shadow_p99 = sum(results[f"slipway 1 row, shadow {a}"]["p99_ms"] for a in "ab") / 2
     champion_p99 = sum(results[f"slipway 1 row, champion {a}"]["p99_ms"] for a in "ab") / 2
-    ratios = {
-        "slipway / mlflow models serve, 1 row": single["rps"] / results["mlflow 1 row"]["rps"],
-        "slipway / mlflow models serve, 100 rows": results["slipway 100 rows"]["rps"] / results["mlflow 100 rows"]["rps"],
-        "slipway / floor, 1 row (goal >= 0.5)": single["rps"] / results["floor 1 row"]["rps"],
+    pairs = {  # ratios taken within each round (same machine state), then the median and range over rounds
+        "slipway / floor, 1 row (goal >= 0.5)": ("slipway 1 row", "floor 1 row"),
+        "slipway / floor with the direct C call, 1 row": ("slipway 1 row", "floor, direct C call, 1 row"),
+        "entities / predict, SQLite (goal >= 0.8)": ("slipway entity, SQLite", "slipway 1 row"),
+        "entities / predict, Redis (goal >= 0.8)": ("slipway entity, Redis", "slipway 1 row, Redis server"),
     }
-    for store in ("SQLite", "Redis"):
-        entity, rows = results[f"slipway entity, {store}"], results[f"slipway 1 row, {store} server"]
-        ratios[f"entities / predict, {store} (goal >= 0.8)"] = entity["rps"] / rows["rps"]
-    print("\nratios")
-    for label, value in ratios.items():
-        print(f"  {label:<44} {value:6.2f}x throughput")
-    print(f"  {'shadow p99 / champion-only p99 (means)':<44} {shadow_p99 / champion_p99:6.2f}x")
+    print("\nratios: throughput under wrk, and capacity (inverse CPU per request); median of rounds [lowest, highest]")
+    for label, (top, bottom) in pairs.items():
+        each = sorted(r[top] / r[bottom] for r in rounds)
+        capacity = sorted(r[f"cpu {bottom}"] / r[f"cpu {top}"] for r in rounds)
+        print(
+            f"  {label:<48} {statistics.median(each):6.2f}x  [{each[0]:.2f}, {each[-1]:.2f}]"
+            f"   capacity {statistics.median(capacity):5.2f}x  [{capacity[0]:.2f}, {capacity[-1]:.2f}]"
+        )
+    for size in ("1 row", "100 rows"):
+        mlflow = results[f"mlflow {size}"]["rps"]
+        print(f"  {f'slipway / mlflow models serve, {size}':<48} {results[f'slipway {size}']['rps'] / mlflow:6.2f}x")
+    print(f"  {'shadow p99 / champion-only p99 (means)':<48} {shadow_p99 / champion_p99:6.2f}x")
     for store in ("SQLite", "Redis"):
         added = results[f"1 conn: entity, {store}"]["p50_ms"] - results[f"1 conn: 1 row, {store} server"]["p50_ms"]
-        print(f"  {f'lookup adds at p50, {store} (goal <= 1 ms)':<44} {added:6.2f} ms")
+        print(f"  {f'lookup adds at p50, {store} (goal <= 1 ms)':<48} {added:6.2f} ms")
 
 
 if __name__ == "__main__":

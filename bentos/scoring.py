@@ -30,8 +30,9 @@ class NonFiniteScore(ValueError):
 
 def _finite(model: LoadedModel, rows: Sequence[Mapping[str, Any]], index: list[int]) -> np.ndarray:
     scores = np.asarray(model.scorer.predict(rows), dtype=float)
-    bad = np.flatnonzero(~np.isfinite(scores))
-    if len(bad):
+    finite = np.isfinite(scores)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
         raise NonFiniteScore(model.version, [index[j] for j in bad])
     return scores
 

@@ -6,7 +6,7 @@ import pytest
 
 from features import gold
 from models import training
-from models.fast_scorer import FastScorer
+from models.fast_scorer import DensePredict, FastScorer
 from tests.models.conftest import CFG, DATA
 
 
@@ -31,3 +31,18 @@ def test_compiled_scores_equal_the_pipeline(family: str, split: training.Split) 
     rows[5]["calls"] = None
     again = training.predict_proba(pipeline, gold.to_feature_frame(pd.DataFrame(rows), DATA))
     np.testing.assert_allclose(FastScorer(pipeline, DATA).predict_frame(typed), again, rtol=1e-6, atol=1e-9)
+
+
+def test_direct_prediction_equals_inplace_predict(split: training.Split) -> None:
+    """The direct C call returns XGBoost's own predictions, bit for bit, for one row, many rows and missing values."""
+    pipeline = training.refit_xgboost(split.development, DATA, CFG, {"max_depth": 4}, 60)
+    booster = pipeline.named_steps["model"].get_booster()
+    scorer = FastScorer(pipeline, DATA)
+    x = np.random.default_rng(7).normal(size=(500, scorer.layout.width)).astype(np.float32)
+    x[::7, 0] = np.nan
+    for rows in (x[:1], x):
+        assert np.array_equal(DensePredict(booster, scorer.layout.width)(rows), booster.inplace_predict(rows))
+    assert np.array_equal(DensePredict(booster, scorer.layout.width)(x.astype(float)), booster.inplace_predict(x))
+    assert DensePredict(booster, scorer.layout.width)(x[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="expects"):
+        DensePredict(booster, scorer.layout.width + 1)
