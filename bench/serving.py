@@ -83,8 +83,8 @@ def load(url: str, body: Any, seconds: int, connections: int, workdir: Path, pid
     if "Non-2xx" in out:
         raise RuntimeError(f"{url} answered errors under load:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _seconds(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _seconds(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _seconds(re.search(r"^\s*50%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    p99 = _seconds(re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
     done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return {"rps": rps, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000, "cpu_us": spent / done * 1e6}
 
