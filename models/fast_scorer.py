@@ -58,20 +58,20 @@ class DensePredict:
     ``Booster.inplace_predict`` ends in this same call, but first spends about 120 µs
     per call dispatching on the input's type (pandas, Arrow, polars, cuDF...) and
     building its JSON arguments; for a one-row request that is two thirds of the model's
-    time. The arguments here are built once, for a float32 matrix whose width was checked
-    once, so each call is the C prediction alone. Outputs are the booster's, bit for bit
+    time. The arguments here are built once, for a float32 matrix whose width is checked
+    each call, so each call is the C prediction alone. Outputs are the booster's, bit for bit
     (tests compare them with ``inplace_predict`` and the pyfunc).
     """
 
-    def __init__(self, booster: Any, width: int) -> None:
-        if booster.num_features() != width:
-            raise ValueError(f"the booster expects {booster.num_features()} features, the encoder makes {width}")
-        self.booster = booster
+    def __init__(self, booster: Any) -> None:
+        self.booster, self.width = booster, booster.num_features()
         options = {"type": 0, "training": False, "iteration_begin": 0, "iteration_end": 0, "strict_shape": False}
         self.config = json.dumps({**options, "missing": float("nan"), "cache_id": 0}).encode()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.width:  # as inplace_predict's validation: the model fails, per call
+            raise ValueError(f"Feature shape mismatch, expected: {self.width}, got {x.shape[1:]}")
         if not len(x):  # XGBoost answers no rows with a null buffer
             return np.empty(0)
         shape, dims = ctypes.POINTER(c_bst_ulong)(), c_bst_ulong()
@@ -109,7 +109,7 @@ class FastScorer:
         if hasattr(model, "get_booster"):
             self._booster = model.get_booster().copy()
             self._booster.set_param({"nthread": 1})  # one row at a time: threads only add overhead
-            self._predict = DensePredict(self._booster, self.layout.width)
+            self._predict = DensePredict(self._booster)
         else:  # logistic regression behind imputer + scaler
             imputer, scaler = numeric_step.steps[0][1], numeric_step.steps[1][1]
             self._impute = np.asarray(imputer.statistics_, dtype=float)

@@ -41,8 +41,8 @@ def test_direct_prediction_equals_inplace_predict(split: training.Split) -> None
     x = np.random.default_rng(7).normal(size=(500, scorer.layout.width)).astype(np.float32)
     x[::7, 0] = np.nan
     for rows in (x[:1], x):
-        assert np.array_equal(DensePredict(booster, scorer.layout.width)(rows), booster.inplace_predict(rows))
-    assert np.array_equal(DensePredict(booster, scorer.layout.width)(x.astype(float)), booster.inplace_predict(x))
-    assert DensePredict(booster, scorer.layout.width)(x[:0]).shape == (0,)
-    with pytest.raises(ValueError, match="expects"):
-        DensePredict(booster, scorer.layout.width + 1)
+        assert np.array_equal(DensePredict(booster)(rows), booster.inplace_predict(rows))
+    assert np.array_equal(DensePredict(booster)(x.astype(float)), booster.inplace_predict(x))
+    assert DensePredict(booster)(x[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="Feature shape mismatch"):  # a broken model fails when it scores, as XGBoost's
+        DensePredict(booster)(np.zeros((1, scorer.layout.width + 1), dtype=np.float32))
