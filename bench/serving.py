@@ -235,7 +235,7 @@ def main() -> None:
                 url, body, pid = compared[label]
                 run(label, url, body, pid=pid)
             rounds.append({label: results[label]["rps"] for label in compared})
-            rounds.append({f"cpu {label}": results[label]["cpu_us"] for label in compared} | rounds.pop())
+            rounds[-1].update({f"cpu {label}": results[label]["cpu_us"] for label in compared})
         for label in compared:  # the table shows each scenario's median round
             results[label]["rps"] = statistics.median(r[label] for r in rounds)
             results[label]["cpu_us"] = statistics.median(r[f"cpu {label}"] for r in rounds)

@@ -84,6 +84,8 @@ class SqliteViewRead:
     one-entity lookup of twelve features here.
     """
 
+    CHUNK = 500  # ids per SELECT: any serving.max_rows stays under SQLite's limit on variables
+
     def __init__(self, store: SqliteOnlineStore, config: Any, view: Any, names: list[str]) -> None:
         versioning = getattr(config.registry, "enable_online_feature_view_versioning", False)
         self.table = _quote_id(_table_id(config.project, view, versioning))
@@ -94,10 +96,12 @@ class SqliteViewRead:
     def __call__(self, keys: list[EntityKey]) -> list[tuple[None, dict[str, Any] | None]]:
         encoded = [serialize_entity_key(key, entity_key_serialization_version=self.version) for key in keys]
         found: dict[bytes, dict[str, Any]] = {}
-        query = f"SELECT entity_key, feature_name, value FROM {self.table} WHERE entity_key IN ({','.join('?' * len(encoded))})"
-        for key, name, blob in self.connection.execute(query, encoded).fetchall():
-            if name in self.names:
-                found.setdefault(key, {})[name] = Value.FromString(blob)
+        for start in range(0, len(encoded), self.CHUNK):  # SQLite bounds the variables of one statement
+            chunk = encoded[start : start + self.CHUNK]
+            query = f"SELECT entity_key, feature_name, value FROM {self.table} WHERE entity_key IN ({','.join('?' * len(chunk))})"
+            for key, name, blob in self.connection.execute(query, chunk).fetchall():
+                if name in self.names:
+                    found.setdefault(key, {})[name] = Value.FromString(blob)
         return [(None, found.get(key)) for key in encoded]
 
 

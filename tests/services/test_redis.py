@@ -132,4 +132,9 @@ def test_a_failed_materialization_rerun_leaves_the_online_store_complete(
     reader = OnlineReader(store, settings.features.service, data.features)  # the service's lower-level read
     rows = reader.read([*ids, "no-such-entity"])
     assert rows[-1] is None and pd.DataFrame(rows[:-1], index=ids).equals(online[data.features])
-    assert reader.native_async and asyncio.run(reader.read_async([*ids, "no-such-entity"])) == rows  # what the service uses
+
+    async def service_reads() -> list[list[dict[str, object] | None]]:  # one loop, as in the service (its client is bound to it)
+        return [await reader.read_async(batch) for batch in ([*ids, "no-such-entity"], [ids[0]], ["no-such-entity"])]
+
+    many, one, unknown = asyncio.run(service_reads())  # several ids: one pipeline; one id: a plain HMGET
+    assert reader.native_async and many == rows and one == rows[:1] and unknown == [None]

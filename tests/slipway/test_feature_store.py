@@ -41,7 +41,7 @@ def test_direct_sqlite_read_equals_feasts_online_features(home: Path, tmp_path: 
     from features import feast_defs, gold
     from models.sample import clean_leads
     from slipway import lake
-    from slipway.feature_store import OnlineReader
+    from slipway.feature_store import OnlineReader, SqliteViewRead
     from slipway.paths import Home
     from slipway.settings import load_settings
     from tests.conftest import small_params, write_params
@@ -59,6 +59,9 @@ def test_direct_sqlite_read_equals_feasts_online_features(home: Path, tmp_path: 
     reader = OnlineReader(store, settings.features.service, data.features)
     assert reader.local  # the direct path, not the provider's
     rows = reader.read([*ids, "no-such-entity"])
+    with pytest.MonkeyPatch.context() as patch:  # many ids go in several statements, with the same answer
+        patch.setattr(SqliteViewRead, "CHUNK", 7)
+        assert reader.read([*ids, "no-such-entity"]) == rows
     online = store.get_online_features(
         features=store.get_feature_service(settings.features.service), entity_rows=[{data.entity: e} for e in ids]
     ).to_dict()
