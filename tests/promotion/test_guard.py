@@ -99,12 +99,12 @@ def test_a_killed_guard_is_taken_over_and_a_clean_watch_ends_the_shadow(stage: S
     client, now = stage.served.client(), datetime.now(UTC)
     client.delete_registered_model_alias(stage.name, "challenger")
     client.set_registered_model_tag(stage.name, PREVIOUS_CHAMPION_TAG, "1")
-    opened = Watch("2", "1", now, now + timedelta(seconds=90), now)
+    opened = Watch("2", "1", now, now + timedelta(seconds=120), now)
     client.set_registered_model_tag(stage.name, WATCH_TAG, opened.to_tag())
     for key, value in opened.routing().to_tags().items():
         client.set_registered_model_tag(stage.name, key, value)
     wait_for_state(stage.served.url, lambda s: s.challenger == "1" and s.shadow, "the watch's shadow", 30)
-    watch = {"seconds": 90, "interval_seconds": 4, "lease_seconds": 30, "max_score_psi": 5.0}
+    watch = {"seconds": 120, "interval_seconds": 4, "lease_seconds": 30, "max_score_psi": 5.0}
     params = stage.params(watch=watch)
     before = len(audit_events(stage))
 
@@ -112,14 +112,19 @@ def test_a_killed_guard_is_taken_over_and_a_clean_watch_ends_the_shadow(stage: S
     wait_for_event(stage, "watch_check", before)
     first.send_signal(signal.SIGKILL)  # no finally, no release: its hold stays behind, its run stays "Running"
     first.wait(timeout=10)
-    assert watch_hold(stage) is not None
+    dead = watch_hold(stage)
+    assert dead is not None
+    # As if the dead guard had renewed its hold just before it died: on a slow machine the next guard's start-up
+    # alone can outlast the 30 s lease, and that guard must meet a fresh hold here, not a lapsed one.
+    renewed = {"run": dead.run_id, "renewed": datetime.now(UTC).isoformat()}
+    client.set_registered_model_tag(stage.name, GUARD_TAG, json.dumps(renewed))
     code, out = finish(start_guard(stage, params), timeout=60)  # the hold is still fresh: not two guards at once
     assert code == 0 and "guard guarded_elsewhere" in out, out
 
     held = watch_hold(stage)
     assert held is not None
     time.sleep(max(0.0, (held.renewed + timedelta(seconds=31) - datetime.now(UTC)).total_seconds()))  # its lease lapses
-    code, out = finish(start_guard(stage, params), timeout=120)
+    code, out = finish(start_guard(stage, params), timeout=150)
     assert code == 0 and "guard passed" in out, out
     events = audit_events(stage, before)
     resumed = next(e for e in events if e["event"] == "watch_resumed")
