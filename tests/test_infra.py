@@ -76,3 +76,41 @@ def test_compose_mounts_only_files_that_exist() -> None:
     assert {"./prometheus", "./grafana/provisioning", "./grafana/dashboards"} <= set(mounts)
     assert all((INFRA / m).exists() for m in mounts), [m for m in mounts if not (INFRA / m).exists()]
     assert set(compose["secrets"]) == {s for service in compose["services"].values() for s in service.get("secrets", [])}
+
+
+def test_the_dask_manifests_start_a_cluster_the_score_flow_reaches_with_what_its_workers_need() -> None:
+    from dask.utils import parse_bytes
+    from distributed.cli import dask_scheduler, dask_worker
+
+    docs = {d["metadata"]["name"] + "/" + d["kind"]: d for d in yaml.safe_load_all((INFRA / "k8s" / "dask.yaml").read_text())}
+    scoring = next(d for d in yaml.safe_load_all((INFRA / "k8s" / "scoring.yaml").read_text()) if d["kind"] == "Deployment")
+    shared = {d["metadata"]["name"] for d in yaml.safe_load_all((INFRA / "k8s" / "shared.yaml").read_text())}
+
+    def container(name: str) -> dict[str, object]:
+        return docs[f"{name}/Deployment"]["spec"]["template"]["spec"]["containers"][0]  # type: ignore[no-any-return]
+
+    scheduler, worker = container("dask-scheduler"), container("dask-worker")
+    # the arguments are ones the installed `dask scheduler` / `dask worker` accept (click raises on a typo)
+    s = dask_scheduler.main.make_context("dask scheduler", list(scheduler["args"][1:])).params  # type: ignore[index]
+    w = dask_worker.main.make_context("dask worker", list(worker["args"][1:])).params  # type: ignore[index]
+    assert scheduler["command"] == worker["command"] == ["dask"] and scheduler["args"][0] == "scheduler"  # type: ignore[index]
+    service = docs["dask-scheduler/Service"]["spec"]
+    comm = next(p for p in service["ports"] if p["name"] == "tcp-comm")
+    assert w["scheduler"] == f"tcp://dask-scheduler:{comm['port']}" and comm["port"] == int(s["port"]) == 8786
+    labels = docs["dask-scheduler/Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= labels.items()  # the Service reaches the scheduler's pod
+    assert "DASK_SCHEDULER_ADDRESS: tcp://dask-scheduler:8786" in (INFRA / "compose.yaml").read_text()  # same address
+    # Dask manages memory against the container's own limit, so it spills and pauses before the kernel kills it
+    limits = worker["resources"]["limits"]  # type: ignore[index]
+    assert parse_bytes(w["memory_limit"]) == parse_bytes(limits["memory"].replace("Gi", "GiB")) and w["nthreads"] == 1
+    # same image and credentials as the service; the run folders and batch log on the shared volume at SLIPWAY_HOME
+    assert worker["image"] == scheduler["image"] == scoring["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert worker["envFrom"] == [{"secretRef": {"name": "slipway-production"}}]
+    home = re.search(r"SLIPWAY_HOME=(\S+)", (INFRA / "Dockerfile").read_text())
+    assert home is not None and {"name": "slipway-home", "mountPath": home.group(1)} in worker["volumeMounts"]  # type: ignore[operator]
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in docs["dask-worker/Deployment"]["spec"]["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert claims == {"slipway-home"} <= shared
