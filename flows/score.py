@@ -111,9 +111,9 @@ def score(params: str = "params.yaml", source: str | None = None, as_of: str | N
         }
         path = folders.commit(manifest)
     except BaseException:
-        folders.discard()  # nothing partial is ever visible; a re-run starts a new run folder
+        folders.discard(partial=True)  # nothing partial is left; a re-run starts a new run folder
         raise
-    result = ScoreResult(str(path), champion, shadow, totals["rows_in"], totals["rows_scored"], totals["rows_rejected"])
+    result = ScoreResult(path, champion, shadow, totals["rows_in"], totals["rows_scored"], totals["rows_rejected"])
     create_table_artifact(key="score-reconciliation", table=[{**totals, "run": folders.run}], description=result.line())
     print(result.line())
     return result

@@ -30,7 +30,7 @@ from distributed import as_completed
 from features.gold import KNOWN, latest_per_entity
 from features.validation import SchemaError
 from models.fast_scorer import FastScorer
-from slipway.batch_io import dask_client, parquet_rows, read_source
+from slipway.batch_io import dask_client, parquet_rows, read_source, write_part
 from slipway.lake import write_parquet
 from slipway.settings import BatchSettings, DataSettings
 
@@ -148,7 +148,7 @@ def score_partition(frame: pd.DataFrame, part: int, job: BatchJob) -> dict[str, 
     name = f"part-{part:05d}.parquet"
     if len(bad):
         rejects = bad.astype("string").assign(reason=why[why != ""].to_numpy())
-        write_parquet(rejects.reset_index(drop=True), Path(job.rejects) / name)
+        write_part(rejects.reset_index(drop=True), job.rejects, name)
     if len(good):
         champion = scorer(job.tracking_uri, job.model_name, job.version)
         scores = champion.predict_frame(features, job.threads)
@@ -166,7 +166,7 @@ def score_partition(frame: pd.DataFrame, part: int, job: BatchJob) -> dict[str, 
             out["shadow_score"] = shadow.predict_frame(features, job.threads)
         for column in job.carry:
             out[column] = good[column].to_numpy()
-        write_parquet(out, Path(job.staging) / name)
+        write_part(out, job.staging, name)
         log = features.reset_index(drop=True).assign(
             entity=out["entity"], score=scores, served_version=job.version, time=out["scored_at"], run=job.run_id
         )

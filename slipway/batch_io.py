@@ -1,10 +1,12 @@
 """Batch scoring's edges: reading the source as Dask partitions, the run's folders, the commit.
 
-A run writes everything under ``<output>/_staging/run=<id>/`` (Parquet readers skip
-names starting with ``_``), then commits: the manifest (``_SUCCESS``) goes into the
-scores folder, the rejects folder moves to ``<output>/rejects/run=<id>/`` and the
-scores folder to ``<output>/run=<id>/``; on a local disk the last move is one
-atomic rename, so a run that fails or is killed leaves nothing visible.
+Sources and the output are local (or mounted) paths or ``s3://`` URLs (through fsspec's
+s3fs, so the standard ``AWS_*`` variables, ``AWS_ENDPOINT_URL`` included, apply). A run
+writes everything under ``<output>/_staging/run=<id>/`` (Parquet readers skip names
+starting with ``_``), then commits: the rejects land in ``<output>/rejects/run=<id>/``
+and the scores in ``<output>/run=<id>/`` with the manifest ``_SUCCESS``. On a local disk
+each is one atomic rename, so a run that fails or is killed leaves nothing visible; on
+S3, which cannot rename, the manifest is written last and marks a complete run.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import dask.dataframe as dd
+import fsspec
+import pandas as pd
 import pyarrow.parquet as pq
 
+from slipway.lake import write_parquet
 from slipway.processes import cpu_threads
 
 MANIFEST = "_SUCCESS"
@@ -35,57 +40,116 @@ class BatchSourceError(ValueError):
     """The batch source cannot be read; the message names it."""
 
 
+def _fs(location: str) -> tuple[Any, str]:
+    """The fsspec filesystem of a local path or an ``s3://`` URL (s3fs: the standard AWS_* variables apply)."""
+    scheme = location.split("://", 1)[0] if "://" in location else "file"
+    if scheme not in ("file", "s3"):
+        raise BatchSourceError(f"{location}: only local paths and s3:// URLs are supported")
+    fs, path = fsspec.core.url_to_fs(location)
+    return fs, str(path)
+
+
+def _join(folder: str, *names: str) -> str:
+    return "/".join([folder.rstrip("/"), *names])
+
+
 @dataclass(frozen=True)
 class RunFolders:
-    """Where one run stages its parts and where they land when it commits."""
+    """Where one run stages its parts and where they land when it commits (a local folder or an s3:// prefix)."""
 
-    output: Path
+    output: str
     run: str  # run=<UTC time>-<short id>
 
     @classmethod
-    def new(cls, output: Path, now: datetime) -> RunFolders:
-        return cls(output, f"run={now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}")
+    def new(cls, output: str, now: datetime) -> RunFolders:
+        return cls(output.rstrip("/"), f"run={now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}")
 
     @property
-    def staging(self) -> Path:
-        return self.output / "_staging" / self.run
+    def remote(self) -> bool:
+        return "://" in self.output
 
     @property
-    def staged_scores(self) -> Path:
-        return self.staging / "scores"
+    def staging(self) -> str:
+        return _join(self.output, "_staging", self.run)
 
     @property
-    def staged_rejects(self) -> Path:
-        return self.staging / "rejects"
+    def staged_scores(self) -> str:
+        return _join(self.staging, "scores")
 
     @property
-    def scores(self) -> Path:
-        return self.output / self.run
+    def staged_rejects(self) -> str:
+        return _join(self.staging, "rejects")
 
     @property
-    def rejects(self) -> Path:
-        return self.output / "rejects" / self.run
+    def scores(self) -> str:
+        return _join(self.output, self.run)
 
-    def commit(self, manifest: dict[str, Any]) -> Path:
-        """Write the manifest, then make the run visible (rejects first, scores last, one rename each)."""
-        self.staged_scores.mkdir(parents=True, exist_ok=True)
-        (self.staged_scores / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        if self.staged_rejects.exists():
-            self.rejects.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.staged_rejects, self.rejects)
-        os.replace(self.staged_scores, self.scores)
+    @property
+    def rejects(self) -> str:
+        return _join(self.output, "rejects", self.run)
+
+    def commit(self, manifest: dict[str, Any]) -> str:
+        """Make the run visible with its manifest (``_SUCCESS``); returns where its scores are.
+
+        Local: the manifest goes into the staged folder, then one rename each (rejects first,
+        scores last), so the run appears whole. S3 has no rename: each staged object is copied
+        into the run folder and the manifest is written last, so an S3 run folder without
+        ``_SUCCESS`` is not complete (the convention Hadoop's and Spark's committers follow).
+        """
+        text = json.dumps(manifest, indent=2, default=str)
+        if self.remote:
+            fs, _ = _fs(self.output)
+            for source, target in ((self.staged_rejects, self.rejects), (self.staged_scores, self.scores)):
+                for key in _parts(fs, _fs(source)[1]):
+                    fs.copy(key, _join(_fs(target)[1], key.rsplit("/", 1)[1]))
+            with fs.open(_join(_fs(self.scores)[1], MANIFEST), "w") as handle:
+                handle.write(text)
+        else:
+            staged = Path(self.staged_scores)
+            staged.mkdir(parents=True, exist_ok=True)
+            (staged / MANIFEST).write_text(text)
+            if Path(self.staged_rejects).exists():
+                Path(self.rejects).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.staged_rejects, self.rejects)
+            os.replace(staged, self.scores)
         self.discard()
         return self.scores
 
-    def discard(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
+    def discard(self, partial: bool = False) -> None:
+        """Remove the staging folder; with ``partial``, also what an interrupted S3 commit copied."""
+        if not self.remote:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            return
+        fs, _ = _fs(self.output)
+        for folder in [self.staging, *([self.scores, self.rejects] if partial else [])]:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(_fs(folder)[1], recursive=True)
 
 
-def output_folder(configured: str | None, default: Path) -> Path:
-    """``batch.output`` as a local folder (an s3:// output is refused by name: its writes are not atomic)."""
+def _parts(fs: Any, folder: str) -> list[str]:
+    """The Parquet parts under ``folder`` (none when it does not exist)."""
+    try:
+        return sorted(str(p) for p in fs.find(folder) if str(p).endswith(".parquet"))
+    except FileNotFoundError:
+        return []
+
+
+def write_part(frame: pd.DataFrame, folder: str, name: str) -> None:
+    """One part file: renamed into place locally; on S3 an object appears whole once its upload completes."""
+    if "://" not in folder:
+        write_parquet(frame, Path(folder) / name)
+        return
+    fs, path = _fs(folder)
+    with fs.open(_join(path, name), "wb") as handle:
+        frame.to_parquet(handle, index=False)
+
+
+def output_folder(configured: str | None, default: Path) -> str:
+    """``batch.output``: a local (or mounted) folder or an ``s3://bucket/prefix``."""
     if configured and "://" in configured:
-        raise BatchSourceError(f"batch.output={configured}: only local (or mounted) folders are supported for now")
-    return Path(configured) if configured else default
+        _fs(configured)  # other schemes are refused by name
+        return configured
+    return str(Path(configured) if configured else default)
 
 
 def _files(source: Path) -> list[Path]:
@@ -94,9 +158,21 @@ def _files(source: Path) -> list[Path]:
     return [source]
 
 
+def _remote_files(fs: Any, path: str) -> list[str]:
+    """A file's key, or the Parquet parts under a prefix (skipping ``_``/``.`` names, as Parquet readers do)."""
+    if fs.isfile(path):
+        return [path]
+    return [k for k in _parts(fs, path) if not any(p.startswith(("_", ".")) for p in k[len(path) :].split("/"))]
+
+
 def source_hash(source: str) -> str:
-    """md5 of the file, or of the folder's part names and contents (the manifest's record of what was scored)."""
+    """md5 of the file, or of the folder's part names and contents; on S3, of the keys and their ETags."""
     digest = hashlib.md5(usedforsecurity=False)
+    if "://" in source:
+        fs, path = _fs(source)
+        for key in _remote_files(fs, path):
+            digest.update(f"{key[len(path) :]}:{fs.info(key).get('ETag', '')}".encode())
+        return digest.hexdigest()
     root = Path(source)
     for file in _files(root):
         digest.update(str(file.relative_to(root) if root.is_dir() else file.name).encode())
@@ -107,18 +183,30 @@ def source_hash(source: str) -> str:
 
 
 def read_source(source: str) -> dd.DataFrame:
-    """A CSV file (read as text, so wrong types reach validation), a Parquet file or a folder of Parquet parts."""
-    path = Path(source)
+    """A CSV file (read as text, so wrong types reach validation), a Parquet file or a folder of parts, local or S3."""
     if "://" in source:
-        raise BatchSourceError(f"{source}: batch sources on object stores are not supported yet; copy it to a local folder")
-    if not path.exists():
+        fs, path = _fs(source)
+        if not fs.exists(path):
+            raise BatchSourceError(f"{source}: batch source not found")
+        if path.lower().endswith(".csv"):
+            return _read_csv(source)
+        keys = _remote_files(fs, path)
+        if not keys:
+            raise BatchSourceError(f"{source}: no Parquet files found")
+        return dd.read_parquet([f"s3://{k}" for k in keys], split_row_groups="adaptive")
+    local = Path(source)
+    if not local.exists():
         raise BatchSourceError(f"{source}: batch source not found")
-    if path.is_file() and path.suffix.lower() == ".csv":
-        return dd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], blocksize=CSV_BLOCK_BYTES)
-    files = _files(path)
+    if local.is_file() and local.suffix.lower() == ".csv":
+        return _read_csv(source)
+    files = _files(local)
     if not files:
         raise BatchSourceError(f"{source}: no Parquet files found")
     return dd.read_parquet([str(f) for f in files], split_row_groups="adaptive")
+
+
+def _read_csv(source: str) -> dd.DataFrame:
+    return dd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], blocksize=CSV_BLOCK_BYTES)
 
 
 def parquet_rows(path: Path) -> int:

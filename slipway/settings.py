@@ -232,7 +232,9 @@ class MonitorSettings(_Strict):
 class BatchSettings(_Strict):
     """Batch scoring (``slipway run score``) on a Dask cluster."""
 
-    output: str | None = _field(None, "where score runs go: a local or mounted folder (null: $SLIPWAY_HOME/lake/scores)")
+    output: str | None = _field(
+        None, "where score runs go: a local or mounted folder or an s3:// prefix (null: $SLIPWAY_HOME/lake/scores)"
+    )
     schedule_cron: str = _field("0 2 * * *", "the score deployment's cron schedule (UTC)")
     carry_columns: list[str] = _field(list, "source columns copied into the output next to the scores, by name")
     partition_rows: int = _field(250_000, "rows per partition of the entity table (files are split by Dask's own blocks)", gt=0)

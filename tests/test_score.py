@@ -18,9 +18,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from slipway.processes import free_port, port_is_free, running_server
+from slipway.processes import answers, free_port, port_is_free, running_server
 from tests.conftest import preserved_environment, slipway, small_params, write_params
+from tests.services.conftest import S3_KEYS, s3_client
 
 pytestmark = pytest.mark.e2e  # a Dask scheduler, two workers and the slipway command as processes
 
@@ -35,6 +37,7 @@ class Cluster:
     home: Path
     workers: list[Any]  # Popen of each `dask worker`
     gold: pd.DataFrame
+    s3: dict[str, str]  # the AWS_* variables that reach the S3-compatible server (moto's)
 
 
 def _workers_connected(address: str, count: int) -> bool:
@@ -72,6 +75,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> It
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     with ExitStack() as stack:
+        s3_port = free_port()
+        s3 = {**S3_KEYS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}"}
+        moto = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)]
+        stack.enter_context(running_server(moto, answers(f"{s3['AWS_ENDPOINT_URL']}/"), root / "moto.log"))
+        env.update(s3)  # the workers write S3 outputs with the standard variables
         scheduler = [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
         stack.enter_context(running_server(scheduler, lambda: not port_is_free(port), root / "scheduler.log", env=env))
         workers = []
@@ -81,7 +89,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> It
             ready = (lambda n: lambda: _workers_connected(address, n))(i + 1)
             workers.append(stack.enter_context(running_server(command, ready, root / f"worker-{i}.log", env=env)))
         gold = pd.read_parquet(home / "lake" / "gold" / "features.parquet")
-        yield Cluster(address, {**env, "DASK_SCHEDULER_ADDRESS": address}, params, home, workers, gold)
+        yield Cluster(address, {**env, "DASK_SCHEDULER_ADDRESS": address}, params, home, workers, gold, s3)
 
 
 def _worker_loads(address: str) -> dict[str, dict[str, int]]:
@@ -126,8 +134,9 @@ def score(cluster: Cluster, *assignments: str) -> tuple[dict[str, Any], Path]:
 
 
 def pyfunc_scores(cluster: Cluster, rows: pd.DataFrame) -> np.ndarray:
-    mlflow.set_tracking_uri(cluster.env["MLFLOW_TRACKING_URI"])
-    model = mlflow.pyfunc.load_model("models:/lead-scoring/1")
+    with preserved_environment():  # not mlflow.set_tracking_uri: that global would outlive this module's tests
+        os.environ["MLFLOW_TRACKING_URI"] = cluster.env["MLFLOW_TRACKING_URI"]
+        model = mlflow.pyfunc.load_model("models:/lead-scoring/1")
     return np.asarray(model.predict(rows), dtype=float)
 
 
@@ -168,6 +177,38 @@ def test_ids_only_get_features_from_the_store_and_unknown_ids_are_rejected(clust
     assert (manifest["rows_in"], manifest["rows_scored"], manifest["rows_rejected"]) == (21, 20, 1)
     rejects = pd.read_parquet(run.parent / "rejects" / run.name)
     assert rejects["reason"].tolist() == ["unknown entity: L-nobody"]
+
+
+def test_an_s3_source_is_scored_into_an_s3_output_whose_manifest_is_written_last(cluster: Cluster, tmp_path: Path) -> None:
+    bucket = s3_client(cluster.s3)
+    bucket.create_bucket(Bucket="batch")
+    rows = source_folder(cluster, tmp_path / "source", copies=2)
+    for part in sorted((tmp_path / "source").glob("*.parquet")):
+        bucket.upload_file(str(part), "batch", f"leads/{part.name}")
+    bucket.put_object(Bucket="batch", Key="leads/_notes/ignored.parquet", Body=b"not parquet")  # skipped, as readers do
+    raw = yaml.safe_load(cluster.params.read_text())
+    raw["batch"]["output"] = "s3://batch/scores/"
+    params = write_params(tmp_path / "params.yaml", raw)
+    done = slipway(["run", "score", "--params", str(params), "source=s3://batch/leads"], cluster.env, timeout=600, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("rows_in="))
+    run = line.split(" run=", 1)[1]
+    assert run.startswith("s3://batch/scores/run=")
+    keys = [o["Key"] for o in bucket.list_objects_v2(Bucket="batch", Prefix="scores/")["Contents"]]
+    name = run.removeprefix("s3://batch/")
+    assert not [k for k in keys if "_staging" in k], keys  # nothing staged is left behind
+    assert f"{name}/_SUCCESS" in keys and f"scores/rejects/{name.removeprefix('scores/')}/part-00000.parquet" in keys
+    manifest = json.loads(bucket.get_object(Bucket="batch", Key=f"{name}/_SUCCESS")["Body"].read())
+    assert manifest["rows_in"] == len(rows) and manifest["rows_rejected"] == 2 and manifest["source_md5"]
+    assert manifest["rows_scored"] == len(rows) - 2
+    options = {"key": S3_KEYS["AWS_ACCESS_KEY_ID"], "secret": S3_KEYS["AWS_SECRET_ACCESS_KEY"]}
+    options["endpoint_url"] = cluster.s3["AWS_ENDPOINT_URL"]
+    out = pd.read_parquet(f"{run}/", storage_options=options)
+    assert len(out) == manifest["rows_scored"] == len(dd.read_parquet(f"{run}/", storage_options=options))
+    good = rows.drop(index=[3, 10]).set_index("lead_id")
+    expected = pyfunc_scores(cluster, good.loc[out["entity"], [c for c in good.columns if c != "lead_id"]])
+    assert np.abs(out["score"].to_numpy() - expected).max() < 1e-6
+    elsewhere = slipway(["run", "score", "--params", str(params), "source=s3://batch/nothing-here"], cluster.env)
+    assert elsewhere.returncode == 3 and "s3://batch/nothing-here: batch source not found" in elsewhere.stderr
 
 
 def test_a_missing_source_or_column_is_refused_by_name_with_exit_3(cluster: Cluster, tmp_path: Path) -> None:
