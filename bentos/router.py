@@ -79,10 +79,11 @@ class ModelRouter:
         self.lease_expired = False  # the registry's routing record is one whose lease ran out
         self._cache: dict[str, LoadedModel] = {}
         self._stop = threading.Event()
-        self.refresh()
         self._thread = threading.Thread(target=self._poll, name="registry-poller", daemon=True)
-        if poll:
+        if poll:  # the first read happens on the poller too: an unreachable registry never holds start-up (/livez)
             self._thread.start()
+        else:
+            self.refresh()
 
     def _model(self, version: str | None) -> LoadedModel | None:
         if version is None:
@@ -125,6 +126,7 @@ class ModelRouter:
         return self.snapshot
 
     def _poll(self) -> None:
+        self.refresh()
         while not self._stop.wait(self.poll_seconds):
             self.refresh()
 

@@ -35,6 +35,10 @@ from slipway.settings import load_settings
 
 LOGGER = logging.getLogger(__name__)
 HOME = prepare_environment()
+# The registry poller retries on its own every poll: MLflow's own retries (7, with backoff, minutes
+# in all) would only delay noticing that a registry that was down is back.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 SETTINGS = load_settings(os.environ.get("SLIPWAY_PARAMS", "params.yaml"))
 CONTRACT = build_contract(SETTINGS.data, SETTINGS.serving.max_rows)
 Row = CONTRACT.row

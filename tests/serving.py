@@ -43,8 +43,14 @@ def _prepare(root: Path, serving: dict[str, Any]) -> tuple[Settings, Home, pd.Da
 
 
 @contextmanager
-def sample_service(root: Path, serving: dict[str, Any] | None = None) -> Iterator[Served]:
-    """Build the sample deployment under ``root`` and serve it until the block ends (``serving``: params overrides)."""
+def sample_service(
+    root: Path, serving: dict[str, Any] | None = None, tracking_uri: str | None = None, ready: str = "/readyz"
+) -> Iterator[Served]:
+    """Build the sample deployment under ``root`` and serve it until the block ends.
+
+    ``serving``: params overrides; ``tracking_uri``: the registry the service reads, if not the
+    deployment's own database (an MLflow server in front of it); ``ready``: the path awaited.
+    """
     env = {
         **os.environ,
         "SLIPWAY_HOME": str(root / "home"),
@@ -69,8 +75,9 @@ def sample_service(root: Path, serving: dict[str, Any] | None = None) -> Iterato
             "--host",
             "127.0.0.1",
         ]
+        served_env = {**env, "MLFLOW_TRACKING_URI": tracking_uri or env["MLFLOW_TRACKING_URI"]}
         with running_server(
-            command, answers(f"{url}/readyz"), root / "bentoml.log", env=env, cwd=Path(__file__).resolve().parents[1]
+            command, answers(f"{url}{ready}"), root / "bentoml.log", env=served_env, cwd=Path(__file__).resolve().parents[1]
         ) as process:
             data = settings.data
             rows: list[dict[str, Any]] = [
