@@ -147,6 +147,39 @@ def champion_disagreements(entries: Sequence[dict[str, Any]], registry_champion:
     return problems
 
 
+APPROVER_KEY_ENV = "SLIPWAY_APPROVER_KEY"
+
+
+def approve(params: str, run_id: str, approver: str, reject: bool, comment: str, sign_only: bool) -> None:
+    """Answer a paused promotion, signed with the approver's key from ``SLIPWAY_APPROVER_KEY``.
+
+    ``--sign-only`` prints the signature to paste into the form in the Prefect UI instead.
+    """
+    from models.policy import Answer
+    from slipway import signing
+    from slipway.orchestration import resume_paused
+
+    settings = load_settings(params)
+    configured = settings.promotion.approver_keys.get(approver)
+    if configured is None:
+        raise SettingsError(f"{params}: promotion.approver_keys has no key for {approver!r}")
+    try:
+        key = signing.private_key_from_env(APPROVER_KEY_ENV)
+    except signing.KeyProblem as exc:
+        raise UsageError(str(exc)) from None
+    if signing.public_text(key.public_key()) != signing.public_text(signing.public_key(configured, approver)):
+        raise UsageError(f"{APPROVER_KEY_ENV} is not the key of {approver!r} (promotion.approver_keys.{approver} in {params})")
+    answer = Answer(approver, not reject, comment, "")
+    signature = signing.sign(key, answer.message(run_id))
+    if sign_only:
+        print(signature)
+        return
+    fields = {"approver": approver, "approved": not reject, "comment": comment, "signature": signature}
+    name = resume_paused(run_id, fields)
+    decision = "rejection" if reject else "approval"
+    print(f"signed {decision} by {approver} sent to promotion run {name} ({run_id}); the run checks it and carries on")
+
+
 def stack_up(params: str, prefect_port: int, mlflow_port: int, dashboard_port: int) -> None:
     from flows.stack import up
 
@@ -228,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack_up.add_argument("--mlflow-port", type=int, default=5000)
     stack_up.add_argument("--dashboard-port", type=int, default=8000, help="the Evidently UI (monitoring dashboard)")
     sub.add_parser("down", parents=[common], help="stop what 'slipway up' started")
+    appr = sub.add_parser("approve", parents=[common], help=f"answer a paused promotion, signed with ${APPROVER_KEY_ENV}")
+    appr.add_argument("run_id", help="the promotion's flow run id (in the approval alert and on its run page)")
+    appr.add_argument("--approver", required=True, help="your name in promotion.approvers")
+    appr.add_argument("--reject", action="store_true", help="reject the challenger (default: approve it)")
+    appr.add_argument("--comment", required=True, help="why; recorded in the audit log")
+    appr.add_argument("--sign-only", action="store_true", help="print the signature for the form in the Prefect UI")
     cfg = sub.add_parser("config", parents=[common], help="check the params file, or print its schema or table")
     shown = cfg.add_mutually_exclusive_group()
     shown.add_argument("--schema", action="store_true", help="print the JSON schema of the params file")
@@ -263,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             stopped = down()
             print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+        elif args.command == "approve":
+            approve(args.params, args.run_id, args.approver, args.reject, args.comment, args.sign_only)
         elif args.command == "config":
             config(args.params, args.schema, args.table)
         else:

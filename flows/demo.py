@@ -7,15 +7,17 @@ shadow, approval and canary → champion.
 
 Every flow runs as a deployment run on the local Prefect server, exactly as from
 the UI. Approvals are answered by the demo itself, as approver ``slipway-demo``
-with a comment saying so. Timings (shadow, bake, trials) are shortened in a
-derived params file under ``SLIPWAY_HOME/demo/``; the stack stays up afterwards
-for a look around (``slipway down`` stops it).
+with a comment saying so, signed with a key the demo makes for itself. Timings
+(shadow, bake, trials) are shortened in a derived params file under
+``SLIPWAY_HOME/demo/``; the stack stays up afterwards for a look around
+(``slipway down`` stops it).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,10 +33,12 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.stack import up
+from models.policy import Answer
 from models.registry import CHALLENGER, CHAMPION, alias_version, holdout_auc
 from models.watch import read_watch
-from slipway import lake
+from slipway import lake, signing
 from slipway.datagen import generate_leads, write_generated
+from slipway.orchestration import resume_paused
 from slipway.paths import Home
 from slipway.processes import free_port, port_is_free
 from slipway.settings import Settings, SettingsError, load_settings
@@ -81,6 +85,9 @@ class Demo:
         self.dir.mkdir(parents=True, exist_ok=True)
         raw = demo_settings(yaml.safe_load(Path(params).read_text()))
         raw["promotion"]["approvers"] = sorted({*raw["promotion"].get("approvers", []), DEMO_APPROVER})
+        self.key = signing.new_private_key()  # the demo's own approver key; its answers are signed like anyone's
+        keys = {**raw["promotion"].get("approver_keys", {}), DEMO_APPROVER: signing.public_text(self.key.public_key())}
+        raw["promotion"]["approver_keys"] = keys
         raw["promotion"]["service_url"] = f"http://127.0.0.1:{free_port()}"
         raw["data"]["source"] = str(self.dir / "leads.csv")  # generated data lives apart from any real source
         self.params = self.dir / "params.yaml"
@@ -128,10 +135,10 @@ class Demo:
         if not (run.state and run.state.is_paused()):
             raise RuntimeError(f"promotion run {run.name} ended {run.state} before asking for approval (see its logs)")
         self.say(f"   approval form waiting in the Prefect UI: {self.api.removesuffix('/api')}/runs/flow-run/{run.id}")
-        answer = {"approver": DEMO_APPROVER, "approved": True, "comment": f"answered automatically by slipway demo ({what})"}
-        with self.client() as client:
-            client.resume_flow_run(run.id, run_input=answer)
-        self.say(f"   approved by '{DEMO_APPROVER}' (the demo answering for a human approver)")
+        answer = Answer(DEMO_APPROVER, True, f"answered automatically by slipway demo ({what})", "")
+        signature = signing.sign(self.key, answer.message(str(run.id)))
+        resume_paused(str(run.id), {**asdict(answer), "signature": signature})
+        self.say(f"   approved by '{DEMO_APPROVER}', signed with its key (the demo answering for a human approver)")
         final = self.wait_for("promote", "final", None)
         if not (final.state and final.state.is_completed()):
             raise RuntimeError(f"promotion run {final.name} ended {final.state}")

@@ -43,6 +43,12 @@ class Approval(RunInput):
     approver: str = Field(description="your name; it must be in promotion.approvers and differ from the requester")
     approved: bool = Field(description="tick to promote the challenger; leave unticked to reject it")
     comment: str = Field("", description="why; recorded in the audit log and on the model version")
+    signature: str = Field(
+        "", description="your signature of this answer: slipway approve RUN_ID --approver NAME --comment TEXT --sign-only"
+    )
+
+    def answer(self) -> policy.Answer:
+        return policy.Answer(self.approver, self.approved, self.comment, self.signature)
 
 
 def end(p: Promotion, outcome: str, reason: str, approver: str | None = None) -> PromotionResult:
@@ -101,20 +107,21 @@ def await_approval(p: Promotion, report_markdown: str) -> Approval | None:
     cfg = p.settings.promotion
     deadline, notice = time.monotonic() + cfg.approval_timeout_seconds, ""
     while (remaining := int(deadline - time.monotonic())) > 0:
-        description = steps.approval_form_text(p, report_markdown, notice)
-        form = Approval.with_initial_data(description=description, approver="", approved=False, comment="")
+        description = steps.approval_form_text(p, current_flow_run_id(), report_markdown, notice)
+        form = Approval.with_initial_data(description=description, approver="", approved=False, comment="", signature="")
         p.decide("approval_requested", p.requested_by, {"timeout_seconds": remaining})
         approvers = ", ".join(cfg.approvers) or "(none configured)"
         summary = (
             f"{p.name} v{p.challenger} waits for approval (requested by {p.requested_by}; approvers: {approvers}). "
-            "Approve or reject it in the form on its run page"
+            "Approve or reject it, signed, in the form on its run page or with "
+            f"`slipway approve {current_flow_run_id()} --approver NAME --comment TEXT [--reject]`"
         )
         announce(APPROVAL_EVENT, p.settings, p.challenger, summary, requested_by=p.requested_by, approvers=cfg.approvers)
         try:
             answer = pause_flow_run(wait_for_input=form, timeout=remaining, poll_interval=2)
         except FlowPauseTimeout:
             break
-        problem = policy.approval_problem(answer.approver, p.requested_by, cfg.approvers)
+        problem = policy.approval_problem(answer.answer(), current_flow_run_id(), p.requested_by, cfg)
         if problem is None:
             return answer
         print(f"approval refused, nothing changed: {problem}")

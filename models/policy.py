@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from models.metrics import roc_auc_or_none
+from slipway import signing
 from slipway.settings import PromotionSettings
 
 
@@ -63,13 +64,42 @@ def evaluate(
     return PolicyVerdict(not reasons, reasons, metrics)
 
 
-def approval_problem(approver: str, requested_by: str, approvers: list[str]) -> str | None:
-    """Why an approval cannot be accepted, or None when it can (four-eyes: never one's own request)."""
-    who = approver.strip()
+APPROVAL_FORMAT = "slipway-approval/1"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An approver's answer to one paused promotion run, with their signature of it."""
+
+    approver: str
+    approved: bool
+    comment: str
+    signature: str
+
+    def message(self, run_id: str) -> bytes:
+        """What the approver signs: this run, this name, this decision and this comment, nothing else."""
+        decision = "approve" if self.approved else "reject"
+        return "\n".join([APPROVAL_FORMAT, run_id, self.approver.strip(), decision, self.comment]).encode()
+
+
+def approval_problem(answer: Answer, run_id: str, requested_by: str, cfg: PromotionSettings) -> str | None:
+    """Why an answer cannot be accepted, or None when it can.
+
+    Four eyes (never one's own request), and a typed name is never enough: the answer
+    must be signed, for this run, with the approver's key in ``promotion.approver_keys``.
+    """
+    who = answer.approver.strip()
     if not who:
         return "the approval names no approver"
-    if who not in approvers:
-        return f"{who!r} is not in promotion.approvers ({', '.join(approvers) or 'empty'})"
+    if who not in cfg.approvers:
+        return f"{who!r} is not in promotion.approvers ({', '.join(cfg.approvers) or 'empty'})"
     if who == requested_by.strip():
         return f"{who!r} requested this promotion and cannot approve it too"
+    key = cfg.approver_keys.get(who)
+    if key is None:
+        return f"no public key for {who!r} in promotion.approver_keys: a name alone is not an approval"
+    if not answer.signature.strip():
+        return f"the answer is not signed: sign it with `slipway approve {run_id} --approver {who} --comment TEXT --sign-only`"
+    if not signing.verify(signing.public_key(key, f"promotion.approver_keys.{who}"), answer.message(run_id), answer.signature):
+        return f"the signature is not {who}'s for this run, decision and comment"
     return None

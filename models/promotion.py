@@ -256,10 +256,14 @@ def judge_policy(p: Promotion, window: training.Part) -> policy.PolicyVerdict:
     return policy.evaluate(y, score(p.challenger), score(p.champion) if p.champion else None, x, p.settings.promotion)
 
 
-def approval_form_text(p: Promotion, report_markdown: str, notice: str) -> str:
-    """The markdown the Prefect UI shows above the approval form."""
+def approval_form_text(p: Promotion, run_id: str, report_markdown: str, notice: str) -> str:
+    """The markdown the Prefect UI shows above the approval form, with how to sign an answer."""
     approvers = ", ".join(p.settings.promotion.approvers) or "(none configured)"
+    sign = f"slipway approve {run_id} --approver NAME --comment TEXT [--reject] --sign-only"
     return (
         f"{notice}# Promote {p.name} v{p.challenger} to champion?\n\n"
-        f"Requested by **{p.requested_by}**. Approvers: {approvers}; the requester cannot approve.\n\n{report_markdown}"
+        f"Requested by **{p.requested_by}**. Approvers: {approvers}; the requester cannot approve.\n\n"
+        f"Answers are signed with the approver's key (`SLIPWAY_APPROVER_KEY`): paste the output of `{sign}` "
+        "into the signature field, with the same name, decision and comment; or drop `--sign-only` to answer "
+        f"from the terminal.\n\n{report_markdown}"
     )

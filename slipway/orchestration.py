@@ -62,3 +62,21 @@ def flow_run_alive(run_id: str) -> bool:
     except (ObjectNotFound, ValueError):
         return False
     return bool(state and not state.is_final())
+
+
+def resume_paused(run_id: str, run_input: dict[str, object]) -> str:
+    """Answer a flow run paused for input (as the form in the Prefect UI does); returns the run's name.
+
+    Refused when the run does not exist or is not waiting, naming its state.
+    """
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(run_id)  # type: ignore[arg-type]
+            if not (run.state and run.state.is_paused()):
+                raise Refused(f"flow run {run_id} ({run.name}) is not waiting for an answer: it is {run.state_name}")
+            response = client.resume_flow_run(run.id, run_input=run_input)
+    except (ObjectNotFound, ValueError) as exc:
+        raise Refused(f"flow run {run_id}: not found on the Prefect server ({exc})") from None
+    if response.status.value != "ACCEPT":
+        raise Refused(f"flow run {run_id} did not take the answer: {response.status.value} {response.details}")
+    return str(run.name)

@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from slipway.signing import KeyProblem, public_key
+
 
 class SettingsError(ValueError):
     """A configuration problem; the message names the file and the key."""
@@ -168,6 +170,9 @@ class PromotionSettings(_Strict):
     """Who may promote and how cautiously."""
 
     approvers: list[str] = _field(list, "who may approve a promotion (never the requester)")
+    approver_keys: dict[str, str] = _field(
+        dict, "each approver's Ed25519 public key (ssh-ed25519 AAAA...): approvals are signed, a name alone is refused"
+    )
     shadow_seconds: float = _field(60, "how long the challenger is scored in shadow before approval is asked", ge=0)
     canary_steps: list[Annotated[int, Field(gt=0, le=100)]] = _field(
         lambda: [10, 50, 100], "shares of traffic (%) the challenger serves, step by step"
@@ -188,6 +193,17 @@ class PromotionSettings(_Strict):
         120, "shadow or canary routing the promote flow has not renewed for this long is ignored by the service", gt=0
     )
     watch: WatchSettings = _field(WatchSettings, "the post-deployment guard after each switch")
+
+    @model_validator(mode="after")
+    def _keys_are_approvers_keys(self) -> PromotionSettings:
+        for name, key in self.approver_keys.items():
+            if name not in self.approvers:
+                raise ValueError(f"promotion.approver_keys.{name}: {name!r} is not in promotion.approvers")
+            try:
+                public_key(key, f"promotion.approver_keys.{name}")
+            except KeyProblem as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
 
 class ServingSettings(_Strict):

@@ -1,7 +1,14 @@
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
-from models.policy import evaluate
+from models.policy import Answer, approval_problem, evaluate
+from slipway import signing
 from slipway.settings import PromotionSettings
 
 RNG = np.random.default_rng(0)
@@ -42,3 +49,59 @@ def test_without_a_champion_better_than_chance_is_enough() -> None:
 def test_single_class_window_cannot_pass() -> None:
     verdict = evaluate(np.zeros(100, dtype=int), GOOD[:100], None, SLICES.head(100), CFG)
     assert not verdict.passed and "single label class" in verdict.reasons[0]
+
+
+ALICE, BOB, MALLORY = signing.new_private_key(), signing.new_private_key(), signing.new_private_key()
+GATE = PromotionSettings(
+    approvers=["alice", "bob", "carol"],
+    approver_keys={"alice": signing.public_text(ALICE.public_key()), "bob": signing.public_text(BOB.public_key())},
+)
+RUN = "5f0e6a3c-1d2b-4c8e-9a7f-0b1c2d3e4f50"
+
+
+def signed(key: Ed25519PrivateKey, approver: str, approved: bool = True, comment: str = "ok", run: str = RUN) -> Answer:
+    unsigned = Answer(approver, approved, comment, "")
+    return Answer(approver, approved, comment, signing.sign(key, unsigned.message(run)))
+
+
+def test_an_approval_signed_by_a_listed_approver_for_this_run_is_accepted() -> None:
+    assert approval_problem(signed(BOB, "bob"), RUN, "alice", GATE) is None
+    assert approval_problem(signed(BOB, "bob", approved=False, comment="not yet"), RUN, "alice", GATE) is None
+
+
+def test_a_typed_name_or_a_forged_replayed_or_altered_signature_is_refused() -> None:
+    def problem(answer: Answer) -> str:
+        return str(approval_problem(answer, RUN, "alice", GATE))
+
+    assert "not signed" in problem(Answer("bob", True, "ok", ""))  # the name alone, as the old form took it
+    assert "not bob's" in problem(signed(MALLORY, "bob"))  # mallory types bob's name and signs with her own key
+    assert "not bob's" in problem(signed(BOB, "bob", run="an-earlier-run"))  # bob's answer to another promotion
+    rejection = signed(BOB, "bob", approved=False, comment="no")
+    assert "not bob's" in problem(Answer("bob", True, "no", rejection.signature))  # his rejection turned into approval
+    assert "not bob's" in problem(Answer("bob", True, "ok, fine", signed(BOB, "bob").signature))  # comment rewritten
+    assert "not bob's" in problem(Answer("bob", True, "ok", "not-base64!"))
+    assert "not bob's" in problem(Answer("bob", True, "ok", signed(ALICE, "alice").signature))  # alice's for bob
+    assert "no public key for 'carol'" in problem(signed(MALLORY, "carol"))  # listed, but nobody can prove to be carol
+    assert "not in promotion.approvers" in problem(signed(MALLORY, "mallory"))
+    assert "cannot approve it too" in problem(signed(ALICE, "alice"))  # alice requested it
+    assert "names no approver" in problem(Answer("  ", True, "", ""))
+
+
+def test_approver_keys_must_be_ed25519_public_keys_of_listed_approvers() -> None:
+    with pytest.raises(ValidationError, match=r"approver_keys\.dave: 'dave' is not in promotion.approvers"):
+        PromotionSettings(approvers=["alice"], approver_keys={"dave": signing.public_text(ALICE.public_key())})
+    with pytest.raises(ValidationError, match=r"approver_keys\.alice: not an Ed25519 public key"):
+        PromotionSettings(approvers=["alice"], approver_keys={"alice": "ssh-ed25519 garbage"})
+
+
+def test_keys_made_by_ssh_keygen_sign_and_verify(tmp_path: Path) -> None:
+    path = tmp_path / "id_ed25519"
+    done = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bob@laptop", "-f", str(path)], check=False)
+    if done.returncode != 0:
+        pytest.skip("ssh-keygen is not installed")
+    key = signing.private_key(str(path), "SLIPWAY_APPROVER_KEY")
+    gate = PromotionSettings(approvers=["bob"], approver_keys={"bob": (path.with_suffix(".pub")).read_text()})
+    assert approval_problem(signed(key, "bob"), RUN, "alice", gate) is None
+    assert signing.private_key(signing.private_pem(key), "PEM text").public_key() == key.public_key()
+    with pytest.raises(signing.KeyProblem, match=r"SLIPWAY_APPROVER_KEY: .*nowhere"):
+        signing.private_key(str(path.parent / "nowhere"), "SLIPWAY_APPROVER_KEY")

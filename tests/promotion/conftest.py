@@ -22,9 +22,11 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from models.policy import Answer
 from models.registry import CHALLENGER, CHAMPION
 from models.routing import Routing
 from models.watch import GUARD_TAG, WATCH_TAG
+from slipway import signing
 from slipway.service_metrics import read_state
 from slipway.traffic import Traffic
 from tests.conftest import REPO, write_params
@@ -52,8 +54,10 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         shutil.rmtree(tmp_path / "chromium", ignore_errors=True)
 
 
+KEYS = {name: signing.new_private_key() for name in ("alice", "bob", "mallory")}  # mallory is no approver
 FAST_PROMOTION = {
     "approvers": ["alice", "bob"],
+    "approver_keys": {name: signing.public_text(KEYS[name].public_key()) for name in ("alice", "bob")},
     "shadow_seconds": 4,
     "canary_steps": [50, 100],
     "bake_seconds": 3,
@@ -122,10 +126,24 @@ class Stage:
         proc.kill()
         pytest.fail(f"promote did not pause within {timeout:.0f}s:\n{proc.communicate()[0][-4000:]}")
 
-    def resume(self, run: FlowRun, **answer: Any) -> None:
+    def resume(self, run: FlowRun, approver: str, approved: bool, comment: str, signer: str | None = None) -> None:
+        """Answer as the Prefect UI's form does, signed with ``signer``'s key (default: the approver's own)."""
+        unsigned = Answer(approver, approved, comment, "")
+        signature = signing.sign(KEYS[signer or approver], unsigned.message(str(run.id)))
+        answer = {"approver": approver, "approved": approved, "comment": comment, "signature": signature}
         with self.prefect() as client:
             response = client.resume_flow_run(run.id, run_input=answer)
         assert response.status.value == "ACCEPT", response
+
+    def approve_from_terminal(self, run: FlowRun, params: Path, approver: str, *flags: str) -> str:
+        """``slipway approve`` as an approver runs it, with their key in a file named by SLIPWAY_APPROVER_KEY."""
+        key = self.root / f"{approver}.pem"
+        key.write_text(signing.private_pem(KEYS[approver]))
+        env = {**self.served.env, "PREFECT_API_URL": self.prefect_url, "SLIPWAY_APPROVER_KEY": str(key)}
+        command = [sys.executable, "-m", "flows.cli", "approve", str(run.id), "--params", str(params), "--approver", approver]
+        done = subprocess.run([*command, *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
 
 
 @pytest.fixture(scope="package")

@@ -10,7 +10,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.promotion.conftest import Stage
+from models.policy import Answer
+from slipway import signing
+from tests.promotion.conftest import KEYS, Stage
 from tests.promotion.test_promote import EXIT_REFUSED, LENIENT, finish
 
 pytestmark = pytest.mark.e2e  # starts real servers or processes
@@ -30,6 +32,11 @@ def test_an_approver_answers_from_the_form_in_the_prefect_ui(stage: Stage, brows
         form = browser.find_element(By.TAG_NAME, "body").text
         browser.find_element(By.XPATH, field.format("Approver")).send_keys("bob")
         browser.find_element(By.XPATH, field.format("Comment")).send_keys("answered in the UI")
+        # what `slipway approve RUN_ID --approver bob --reject --comment "answered in the UI" --sign-only` prints
+        unsigned = Answer("bob", False, "answered in the UI", "")
+        browser.find_element(By.XPATH, field.format("Signature")).send_keys(
+            signing.sign(KEYS["bob"], unsigned.message(str(paused.id)))
+        )
         browser.find_element(By.XPATH, "//button[contains(., 'Submit')]").click()
         code, out = finish(proc)
     except Exception:
@@ -38,5 +45,6 @@ def test_an_approver_answers_from_the_form_in_the_prefect_ui(stage: Stage, brows
         stage.resume(paused, approver="bob", approved=False, comment="the UI test failed")
         raise
     assert f"Promote {stage.name} v2 to champion?" in form and "Shadow comparison" in form, form
-    assert all(label in form for label in ("Approver", "Approved", "Comment")), form
+    assert all(label in form for label in ("Approver", "Approved", "Comment", "Signature")), form
+    assert f"slipway approve {paused.id} --approver NAME" in form, form  # how to sign, on the form itself
     assert code == EXIT_REFUSED and "rejected by bob: answered in the UI" in out, out  # "approved" left unticked

@@ -112,7 +112,8 @@ def test_self_approval_and_outsiders_are_refused_then_a_valid_approval_promotes(
     stage.resume(paused, approver="alice", approved=True, comment="looks fine to me")  # the requester
     again = stage.wait_paused(proc, after_key=paused.state.state_details.pause_key if paused.state else None)
     assert alias_version(stage.name, "champion") == "1"  # refused: nothing changed
-    stage.resume(again, approver="mallory", approved=True, comment="")
+    # mallory, who can resume runs through the Prefect API, types bob's name: she cannot sign as bob
+    stage.resume(again, approver="bob", approved=True, comment="lgtm", signer="mallory")
     third = stage.wait_paused(proc, after_key=again.state.state_details.pause_key if again.state else None)
     assert alias_version(stage.name, "champion") == "1"
     stage.resume(third, approver="bob", approved=True, comment="shadow report is clean")
@@ -123,7 +124,9 @@ def test_self_approval_and_outsiders_are_refused_then_a_valid_approval_promotes(
     assert served_versions(stage) == {"2"}  # the running service switched without a restart
     assert stage.served.process.poll() is None  # the same server process, never restarted
     steps = [(e["event"], e["actor"]) for e in entries(stage, "2", before)]
-    assert ("approval_refused", "alice") in steps and ("approval_refused", "mallory") in steps
+    assert ("approval_refused", "alice") in steps and ("approval_refused", "bob") in steps
+    forged = next(e for e in entries(stage, "2", before) if e["event"] == "approval_refused" and e["actor"] == "bob")
+    assert "the signature is not bob's" in forged["details"]["reason"]
     assert ("approved", "bob") in steps and ("champion_switch", "bob") in steps
     assert [e for e, _ in steps if e == "canary_step"] == ["canary_step", "canary_step"]
     assert all(h["details"]["problems"] == [] for h in entries(stage, "2", before) if h["event"] == "canary_health")
@@ -158,7 +161,8 @@ def test_a_rejection_and_a_silent_approver_both_leave_the_champion(stage: Stage)
     stage.reset(champion="1", challenger="2")
     params = stage.params(**LENIENT)
     proc = stage.start_promote(params, "requested_by=alice")
-    stage.resume(stage.wait_paused(proc), approver="bob", approved=False, comment="not this week")
+    said = stage.approve_from_terminal(stage.wait_paused(proc), params, "bob", "--reject", "--comment", "not this week")
+    assert "signed rejection by bob sent to promotion run" in said, said
     code, out = finish(proc)
     assert code == EXIT_REFUSED and "rejected by bob: not this week" in out, out
     assert alias_version(stage.name, "champion") == "1" and served_versions(stage) == {"1"}

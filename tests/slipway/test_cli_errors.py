@@ -24,3 +24,44 @@ def test_a_failure_names_the_log_holding_its_traceback(tmp_path: Path, capsys: p
     text = log.read_text()
     assert "slipway generate --params" in text and "Traceback (most recent call last)" in text
     assert "write_generated" in text  # the frame where it failed, which the screen does not show
+
+
+def test_approve_signs_only_with_the_named_approvers_own_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from flows.cli import EXIT_USAGE
+    from models.policy import Answer
+    from slipway import signing
+
+    bob, mallory = signing.new_private_key(), signing.new_private_key()
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["promotion"]["approver_keys"] = {"bob": signing.public_text(bob.public_key())}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    run = "0b6f8c1e-2a3d-4e5f-8a9b-0c1d2e3f4a5b"
+    args = ["approve", run, "--params", str(params), "--approver", "bob", "--comment", "ok", "--sign-only"]
+    (tmp_path / "bob.pem").write_text(signing.private_pem(bob))
+    (tmp_path / "mallory.pem").write_text(signing.private_pem(mallory))
+
+    def approve(key_file: str | None, *more: str) -> tuple[int, str, str]:
+        with preserved_environment():
+            os.environ["SLIPWAY_HOME"] = str(tmp_path / "home")
+            os.environ.pop("SLIPWAY_APPROVER_KEY", None)
+            if key_file:
+                os.environ["SLIPWAY_APPROVER_KEY"] = str(tmp_path / key_file)
+            code = main([*args, *more])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = approve("bob.pem")
+    assert code == 0 and signing.verify(bob.public_key(), Answer("bob", True, "ok", "").message(run), out.strip())
+    code, out, _ = approve("bob.pem", "--reject")
+    assert code == 0 and signing.verify(bob.public_key(), Answer("bob", False, "ok", "").message(run), out.strip())
+    code, _, err = approve(None)
+    assert code == EXIT_USAGE and "SLIPWAY_APPROVER_KEY is not set" in err
+    code, _, err = approve("mallory.pem")  # someone else's key under bob's name
+    assert code == EXIT_USAGE and "SLIPWAY_APPROVER_KEY is not the key of 'bob'" in err
+    code, _, err = approve("missing.pem")
+    assert code == EXIT_USAGE and "missing.pem" in err
+    code, _, err = approve("bob.pem", "--approver", "alice")  # alice is an approver in params.yaml, with no key
+    assert code == EXIT_USAGE and "promotion.approver_keys has no key for 'alice'" in err
