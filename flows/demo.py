@@ -231,7 +231,9 @@ def _loop(demo: Demo, traffic: Traffic, name: str) -> None:
     run_deployment("ingest/ingest", parameters={"params": str(drift_params)}, timeout=1800)
     accepted = lake.read_table(demo.home.silver)
     clean = drifted[drifted[s.data.entity].isin(accepted[s.data.entity])]  # as a caller would send them: valid rows
-    rows = clean[s.data.features].astype(object).where(clean[s.data.features].notna(), None).tail(4000)
+    # the newer half of the month, where the market has moved (the generator ramps drift up over the month)
+    newer = clean.tail(min(4000, max(1, len(clean) // 2)))
+    rows = newer[s.data.features].astype(object).where(newer[s.data.features].notna(), None)
     traffic.rows([{str(k): v for k, v in r.items()} for r in rows.to_dict("records")])
     window = demo.logged_since(traffic, window_rows)  # opens once only drifted rows are sent
     demo.say("7/8 monitor → slipway.drift.detected → automation → retrain (materialize, train, request promotion)")
