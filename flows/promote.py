@@ -105,23 +105,23 @@ def shadow(p: Promotion) -> tuple[comparison.ShadowReport, str]:
 def await_approval(p: Promotion, report_markdown: str) -> Approval | None:
     """Pause until a valid approval or rejection arrives; None when nobody answers in time."""
     cfg = p.settings.promotion
-    deadline, notice = time.monotonic() + cfg.approval_timeout_seconds, ""
+    deadline, notice, run_id = time.monotonic() + cfg.approval_timeout_seconds, "", current_flow_run_id()
     while (remaining := int(deadline - time.monotonic())) > 0:
-        description = steps.approval_form_text(p, current_flow_run_id(), report_markdown, notice)
+        description = steps.approval_form_text(p, run_id, report_markdown, notice)
         form = Approval.with_initial_data(description=description, approver="", approved=False, comment="", signature="")
         p.decide("approval_requested", p.requested_by, {"timeout_seconds": remaining})
         approvers = ", ".join(cfg.approvers) or "(none configured)"
         summary = (
             f"{p.name} v{p.challenger} waits for approval (requested by {p.requested_by}; approvers: {approvers}). "
             "Approve or reject it, signed, in the form on its run page or with "
-            f"`slipway approve {current_flow_run_id()} --approver NAME --comment TEXT [--reject]`"
+            f"`slipway approve {run_id} --approver NAME --comment TEXT [--reject]`"
         )
         announce(APPROVAL_EVENT, p.settings, p.challenger, summary, requested_by=p.requested_by, approvers=cfg.approvers)
         try:
             answer = pause_flow_run(wait_for_input=form, timeout=remaining, poll_interval=2)
         except FlowPauseTimeout:
             break
-        problem = policy.approval_problem(answer.answer(), current_flow_run_id(), p.requested_by, cfg)
+        problem = policy.approval_problem(answer.answer(), run_id, p.requested_by, cfg)
         if problem is None:
             return answer
         print(f"approval refused, nothing changed: {problem}")
