@@ -91,6 +91,7 @@ def validate_body(body: bytes, model: type[BaseModel]) -> BaseModel:
 
 
 Answer = Callable[[str, Any], Awaitable[bytes]]  # (path, validated request) → JSON response body
+Status = Callable[[], tuple[bool, dict[str, Any]]]  # → (ready, what /readyz reports)
 
 
 class RequestGuard:
@@ -111,11 +112,15 @@ class RequestGuard:
         max_body_bytes: int,
         token: str | None,
         answer: Answer | None = None,
+        status: Status | None = None,
     ) -> None:
         self.app, self.models, self.max_body_bytes, self.token = app, models, max_body_bytes, token
-        self.answer = answer
+        self.answer, self.status = answer, status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.status is not None and scope["type"] == "http" and scope.get("path") == "/readyz":
+            await self._ready(send, *self.status())
+            return
         model = self.models.get(scope.get("path", "")) if scope["type"] == "http" else None
         if model is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
@@ -176,6 +181,14 @@ class RequestGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+    @staticmethod
+    async def _ready(send: Send, ready: bool, detail: dict[str, Any]) -> None:
+        """200 or 503 as BentoML's /readyz, with what the service serves and why."""
+        body = json.dumps({"ready": ready, **detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200 if ready else 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     @staticmethod
     async def _answer(send: Send, exc: ClientError) -> None:

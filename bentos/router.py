@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from models import decision
+from models.decision import DECISION_TAG, Decision
 from models.registry import CHALLENGER, CHAMPION, load_scorer
 from models.routing import Mode, Routing
 
@@ -41,6 +44,8 @@ class Snapshot:
     challenger: LoadedModel | None = None
     routing: Routing = field(default_factory=Routing)
     lease_expired: bool = False  # the registry's routing record is ignored: its lease ran out
+    decision_seq: int = 0  # the signed decision served (0: decisions are not signed)
+    unverified: tuple[str, ...] = ()  # what in the registry is not served because it is not signed
 
 
 RegistryView = tuple[dict[str, str], dict[str, str]]  # aliases (alias → version), registered-model tags
@@ -68,6 +73,7 @@ class ModelRouter:
         read: Callable[[], RegistryView] | None = None,
         load: Callable[[str], LoadedModel] | None = None,
         poll: bool = True,
+        verify_key: Ed25519PublicKey | None = None,
     ) -> None:
         self.model_name = model_name
         self.poll_seconds = poll_seconds
@@ -77,6 +83,9 @@ class ModelRouter:
         self.snapshot = Snapshot()
         self.last_error: str | None = None
         self.lease_expired = False  # the registry's routing record is one whose lease ran out
+        self.verify_key = verify_key  # set: only signed decisions are served (see models.decision)
+        self.decision: Decision | None = None  # the last decision verified
+        self._suspect: tuple[str, ...] = ()  # disagreements seen on the last read, reported once they persist
         self._cache: dict[str, LoadedModel] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="registry-poller", daemon=True)
@@ -96,7 +105,11 @@ class ModelRouter:
         """Read aliases and routing; keep the last good snapshot if the registry is unreachable."""
         try:
             aliases, tags = self._read()
-            routing = Routing.from_tags(tags)
+            unverified: tuple[str, ...] = ()
+            if self.verify_key is None:
+                champion_version, routing = aliases.get(CHAMPION), Routing.from_tags(tags)
+            else:
+                champion_version, routing, unverified = self._verified(aliases, tags, self.verify_key)
             if routing.expired():  # the promote flow that leased it stopped renewing: champion only, on every replica
                 if not self.lease_expired:
                     LOGGER.warning("routing lease ran out at %s; serving the champion only", routing.lease_until)
@@ -104,10 +117,10 @@ class ModelRouter:
                 routing = Routing()
             else:
                 self.lease_expired = False
-            champion = self._model(aliases.get(CHAMPION))
-            challenger_version = routing.version or aliases.get(CHALLENGER)
+            champion = self._model(champion_version)
+            challenger_version = routing.version or (aliases.get(CHALLENGER) if self.verify_key is None else None)
             challenger = None
-            if routing.mode is not Mode.CHAMPION and challenger_version not in (None, aliases.get(CHAMPION)):
+            if routing.mode is not Mode.CHAMPION and challenger_version not in (None, champion_version):
                 try:
                     challenger = self._model(challenger_version)
                 except (MlflowException, OSError):
@@ -116,7 +129,8 @@ class ModelRouter:
                     LOGGER.exception("challenger v%s cannot be loaded; serving the champion only", challenger_version)
             if challenger is None:
                 routing = Routing()
-            self.snapshot = Snapshot(champion, challenger, routing, self.lease_expired)
+            seq = self.decision.seq if self.decision else 0
+            self.snapshot = Snapshot(champion, challenger, routing, self.lease_expired, seq, unverified)
             self._cache = {k: v for k, v in self._cache.items() if v in (champion, challenger)}
             self.last_error = None
         except Exception as exc:  # noqa: BLE001 - whatever the registry or its database raises, the poller must live on
@@ -124,6 +138,35 @@ class ModelRouter:
             LOGGER.warning("registry refresh failed, keeping the current models: %s", self.last_error)
         self.on_refresh(self.snapshot)
         return self.snapshot
+
+    def _verified(
+        self, aliases: dict[str, str], tags: dict[str, str], key: Ed25519PublicKey
+    ) -> tuple[str | None, Routing, tuple[str, ...]]:
+        """The last verified decision's champion and routing, and what in the registry disagrees with it.
+
+        A forged, missing or replayed (lower-numbered) record leaves the last verified
+        decision in force. Disagreements are reported only when two reads in a row see
+        them: the promote flow writes the signed record first and its mirrors a moment later.
+        """
+        found: list[str] = []
+        try:
+            read = decision.read(tags.get(DECISION_TAG), key, self.model_name)
+            if self.decision is not None and read.seq < self.decision.seq:
+                raise decision.Unverified(f"{DECISION_TAG} #{read.seq} is older than #{self.decision.seq}: a replay")
+            if read != self.decision:
+                LOGGER.info("following signed decision %s", read.describe())
+            self.decision = read
+        except decision.Unverified as exc:
+            found.append(str(exc))
+        if self.decision is not None:
+            found += decision.mismatches(self.decision, aliases.get(CHAMPION), Routing.from_tags(tags))
+        suspect, self._suspect = self._suspect, tuple(found)
+        reported = tuple(found) if found and tuple(found) == suspect else ()
+        if reported and not self.snapshot.unverified:
+            LOGGER.error("the registry holds what was not signed, not served: %s", "; ".join(reported))
+        if self.decision is None:
+            return None, Routing(), reported or tuple(found)
+        return self.decision.champion, self.decision.routing, reported
 
     def _poll(self) -> None:
         self.refresh()

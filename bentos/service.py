@@ -32,6 +32,7 @@ from slipway.feature_store import OnlineReader, open_store
 from slipway.paths import prepare_environment
 from slipway.prediction_log import PredictionLog
 from slipway.settings import load_settings
+from slipway.signing import public_key
 
 LOGGER = logging.getLogger(__name__)
 HOME = prepare_environment()
@@ -43,6 +44,8 @@ SETTINGS = load_settings(os.environ.get("SLIPWAY_PARAMS", "params.yaml"))
 CONTRACT = build_contract(SETTINGS.data, SETTINGS.serving.max_rows)
 Row = CONTRACT.row
 TOKEN = os.environ.get(SETTINGS.serving.token_env) or None
+# set: only champion switches and routing signed with the promotion key are served (models.decision)
+VERIFY_KEY = public_key(SETTINGS.promotion.decision_key, "promotion.decision_key") if SETTINGS.promotion.decision_key else None
 Answered = tuple[list[float], list[str], list[str]]  # scores, versions, request ids
 
 REQUESTS = bentoml.metrics.Counter(
@@ -77,6 +80,8 @@ SERVING = {
         ("canary_percent", "share of keys routed to the challenger"),
         ("shadow", "1 while the challenger is scored in shadow"),
         ("routing_lease_expired", "1 while the registry's routing record is ignored: the promote flow stopped renewing it"),
+        ("registry_unverified", "1 while the registry holds a champion or routing not signed by the promotion key"),
+        ("decision_seq", "sequence number of the signed decision served (0: decisions are not signed)"),
     )
 }
 
@@ -97,6 +102,8 @@ def _publish_routing(snap: Snapshot) -> None:
     SERVING["canary_percent"].set(snap.routing.canary_percent)
     SERVING["shadow"].set(1 if shadows(snap.routing) else 0)
     SERVING["routing_lease_expired"].set(1 if snap.lease_expired else 0)
+    SERVING["registry_unverified"].set(1 if snap.unverified else 0)
+    SERVING["decision_seq"].set(snap.decision_seq)
 
 
 @bentoml.service(
@@ -110,7 +117,9 @@ class Scoring:
     """Scores rows or entity ids with the champion, following the registry's routing."""
 
     def __init__(self) -> None:
-        self.router = ModelRouter(SETTINGS.registry.model_name, SETTINGS.serving.poll_seconds, _publish_routing)
+        self.router = ModelRouter(
+            SETTINGS.registry.model_name, SETTINGS.serving.poll_seconds, _publish_routing, verify_key=VERIFY_KEY
+        )
         data, serving = SETTINGS.data, SETTINGS.serving
         self.log = PredictionLog(
             HOME.predictions, data.numeric, data.categorical, serving.log_flush_seconds, serving.log_queue_size
@@ -239,6 +248,25 @@ def _response(answered: Answered) -> PredictResponse:
 _SERVING: list[Scoring] = []  # this worker's instance, created by BentoML at start-up
 
 
+def _status() -> tuple[bool, dict[str, Any]]:
+    """/readyz: ready once a champion is loaded; says what is served and what in the registry is not."""
+    if not _SERVING:
+        return False, {"reason": "starting"}
+    router = _SERVING[0].router
+    snap = router.snapshot
+    detail: dict[str, Any] = {
+        "champion": snap.champion.version if snap.champion else None,
+        "challenger": snap.challenger.version if snap.challenger else None,
+        "routing": snap.routing.mode.value,
+        "canary_percent": snap.routing.canary_percent,
+        "signed": VERIFY_KEY is not None,
+        "decision_seq": snap.decision_seq or None,
+        "unverified": list(snap.unverified),
+        "registry_error": router.last_error,
+    }
+    return snap.champion is not None, detail
+
+
 async def _answer(path: str, request: Any) -> bytes:
     if not _SERVING:
         raise ServiceUnavailable("the service is starting")
@@ -251,4 +279,5 @@ Scoring.add_asgi_middleware(  # type: ignore[attr-defined]
     max_body_bytes=SETTINGS.serving.max_body_bytes,
     token=TOKEN,
     answer=_answer,
+    status=_status,
 )

@@ -49,7 +49,13 @@ def parse_assignments(pairs: Sequence[str], flow_fn: Callable[..., Any]) -> dict
     return out
 
 
-RESULT_KEYS = {"materialize": "feature_rows", "package": "bento", "rollback": "champion", "retrain": "challenger"}
+RESULT_KEYS = {
+    "materialize": "feature_rows",
+    "package": "bento",
+    "rollback": "champion",
+    "switch": "champion",
+    "retrain": "challenger",
+}
 
 
 def result_line(name: str, result: Any) -> str:
@@ -107,7 +113,7 @@ def serve(params: str, port: int) -> None:
 
 def history(params: str) -> None:
     """Which version was champion when, who decided, every other audited decision, and whether all sides agree."""
-    from models.registry import CHAMPION, alias_version, audit_log
+    from models.registry import CHAMPION, alias_version, audit_log, signed_state_problems
     from slipway.service_metrics import ServiceUnreachable, read_state
 
     settings = load_settings(params)
@@ -120,11 +126,16 @@ def history(params: str) -> None:
     for e in entries:
         details = ", ".join(f"{k}={v}" for k, v in e["details"].items())
         print(f"{e['time']:<33} {e['event']:<18} {e['version'] or '-':>7}  {e['actor']:<14} {details}")
+    unverified = False
     try:
-        served: str | None = read_state(settings.promotion.service_url).champion
+        state = read_state(settings.promotion.service_url)
+        served, unverified = state.champion, state.unverified
     except ServiceUnreachable:
         served = None
     problems = champion_disagreements(entries, alias_version(name, CHAMPION), served)
+    problems += [f"not signed: {p}" for p in signed_state_problems(name, settings.promotion.decision_key)]
+    if unverified:
+        problems.append("the service reports registry state it does not serve, because it is not signed (see /readyz)")
     for problem in problems:
         print(f"DISAGREEMENT: {problem}")
     if problems:
@@ -147,7 +158,7 @@ def champion_disagreements(entries: Sequence[dict[str, Any]], registry_champion:
     return problems
 
 
-APPROVER_KEY_ENV = "SLIPWAY_APPROVER_KEY"
+APPROVER_KEY_ENV = "SLIPWAY_APPROVER_KEY"  # as slipway.signing.APPROVER_KEY_ENV, without importing cryptography here
 
 
 def approve(params: str, run_id: str, approver: str, reject: bool, comment: str, sign_only: bool) -> None:

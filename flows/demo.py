@@ -33,6 +33,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.stack import up
+from models.decision import KEY_ENV
 from models.policy import Answer
 from models.registry import CHALLENGER, CHAMPION, alias_version, holdout_auc
 from models.watch import read_watch
@@ -88,6 +89,13 @@ class Demo:
         self.key = signing.new_private_key()  # the demo's own approver key; its answers are signed like anyone's
         keys = {**raw["promotion"].get("approver_keys", {}), DEMO_APPROVER: signing.public_text(self.key.public_key())}
         raw["promotion"]["approver_keys"] = keys
+        # The promotion key: the flows sign every switch and routing record with it, the service holds its public half.
+        promotion_key = signing.new_private_key()
+        key_file = self.dir / "promotion_key.pem"
+        key_file.write_text(signing.private_pem(promotion_key))
+        key_file.chmod(0o600)
+        os.environ[KEY_ENV] = str(key_file)  # the stack's flows run with it; the scoring service does not get it
+        raw["promotion"]["decision_key"] = signing.public_text(promotion_key.public_key())
         raw["promotion"]["service_url"] = f"http://127.0.0.1:{free_port()}"
         raw["data"]["source"] = str(self.dir / "leads.csv")  # generated data lives apart from any real source
         self.params = self.dir / "params.yaml"

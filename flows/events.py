@@ -6,7 +6,8 @@ from prefect import runtime
 from prefect.events import emit_event
 from prefect.utilities.urls import url_for
 
-from slipway.catalog import CHAMPION_EVENT, ROLLED_BACK_EVENT, model_resource
+from slipway.audit import AuditLog
+from slipway.catalog import CHAMPION_EVENT, ROLLED_BACK_EVENT, TAMPERED_EVENT, model_resource
 from slipway.settings import Settings
 
 
@@ -25,3 +26,14 @@ def announce(event: str, settings: Settings, version: str | None, summary: str, 
     url = url_for("flow-run", obj_id=run) if run else None
     resource = model_resource(settings.registry.model_name, version)
     emit_event(event=event, resource=resource, payload={"summary": summary, "url": url, **payload})
+
+
+def report_unverified(settings: Settings, audit: AuditLog, problems: list[str], seen_by: str) -> None:
+    """Champion or routing in the registry that was not signed: audited (once per distinct finding) and alerted."""
+    name = settings.registry.model_name
+    last = [e for e in audit.entries() if e["event"] == "registry_unverified"]
+    if not last or last[-1]["details"].get("problems") != problems:
+        audit.append("registry_unverified", seen_by, name, None, {"problems": problems})
+    summary = f"{name}: the registry holds what was not signed by the promotion key, and it is not served: " + "; ".join(problems)
+    print(summary)
+    announce(TAMPERED_EVENT, settings, None, summary, problems=problems, seen_by=seen_by)

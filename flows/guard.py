@@ -20,7 +20,7 @@ from prefect import flow
 from flows.common import home, load_params
 from flows.events import announce_rollback
 from flows.labelled import latest_labels
-from models import comparison
+from models import comparison, decision
 from models import watch as watching
 from models.registry import CHAMPION, alias_version, audit_log, rollback_champion
 from models.watch import GUARD_ACTOR, Watch
@@ -98,6 +98,7 @@ def take_hold(settings: Settings, w: Watch, audit: AuditLog, run_id: str) -> str
 def guard(params: str = "params.yaml") -> GuardResult:
     """Watch the newest champion beside the one it replaced; roll back at once when a check fails."""
     settings = load_params(params)
+    decision.signer(settings.promotion.decision_key)  # a rollback it may make must be signed to be served
     name, cfg = settings.registry.model_name, settings.promotion.watch
     audit = audit_log(home().audit_log, name)
     w = watching.read_watch(name)

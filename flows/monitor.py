@@ -22,12 +22,13 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import home, load_params
-from flows.events import announce
+from flows.events import announce, report_unverified
 from flows.labelled import latest_labels
 from models import dashboard, drift, monitoring, registry
 from slipway import lake
 from slipway.catalog import BUSINESS_EVENT, DEGRADED_EVENT, DRIFT_EVENT
 from slipway.prediction_log import LogScan, feature_column, features_by_name
+from slipway.service_metrics import ServiceUnreachable, read_state
 from slipway.settings import Settings
 from slipway.tracking import use_experiment
 
@@ -136,6 +137,22 @@ def emit_verdict_events(settings: Settings, champion: str, verdict: drift.DriftV
     return events
 
 
+def check_signed_state(settings: Settings) -> None:
+    """With signed decisions: alert and audit a registry changed behind the platform's back, as the service sees it too."""
+    key, name = settings.promotion.decision_key, settings.registry.model_name
+    if not key:
+        return
+    problems = registry.signed_state_problems(name, key)
+    url = settings.promotion.service_url
+    try:
+        if read_state(url).unverified and not problems:
+            problems.append(f"the service at {url} reports registry state it does not serve (see its /readyz)")
+    except ServiceUnreachable:
+        pass  # the registry's own check above stands
+    if problems:
+        report_unverified(settings, registry.audit_log(home().audit_log, name), problems, "monitor")
+
+
 @flow(name="monitor", log_prints=True)
 def monitor(params: str = "params.yaml", window_hours: float | None = None, since: datetime | None = None) -> MonitorResult:
     """Compare the recent prediction log with the champion's training data; emit events on drift or decay.
@@ -145,6 +162,7 @@ def monitor(params: str = "params.yaml", window_hours: float | None = None, sinc
     """
     settings = load_params(params)
     cfg, name = settings.monitor, settings.registry.model_name
+    check_signed_state(settings)
     champion = registry.alias_version(name, registry.CHAMPION)
     if champion is None:
         raise RuntimeError(f"{name!r} has no champion to monitor yet: promote one first")

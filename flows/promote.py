@@ -23,10 +23,10 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from flows.common import home, load_params
-from flows.events import announce
+from flows.events import announce, report_unverified
 from flows.labelled import evaluation_window, latest_labels
 from flows.stack import recorded_url
-from models import comparison, policy, registry
+from models import comparison, decision, policy, registry
 from models import promotion as steps
 from models.promotion import Promotion, PromotionResult
 from models.routing import Mode, Routing
@@ -162,7 +162,12 @@ def promote(params: str = "params.yaml", requested_by: str = "unknown", version:
     challenger = version or registry.alias_version(name, registry.CHALLENGER)
     if challenger is None:
         raise RuntimeError(f"{name!r} has no 'challenger' alias and no version was given: train one first")
-    champion = registry.alias_version(name, registry.CHAMPION)
+    decision.signer(settings.promotion.decision_key)  # a switch the service would not follow is never started
+    try:
+        champion = registry.served_champion(name, settings.promotion.decision_key)
+    except registry.RegistryTampered as exc:
+        report_unverified(settings, audit, [str(exc)], "promote")
+        raise
     if challenger == champion:
         raise RuntimeError(f"{name!r} v{challenger} is already the champion")
     steps.refuse_during_watch(name, champion, audit)

@@ -6,6 +6,7 @@ from prefect import flow
 
 from flows.common import home, load_params
 from flows.events import announce_rollback
+from models import decision
 from models.registry import CHAMPION, alias_version, audit_log, rollback_champion
 from models.watch import close_watch, read_watch
 
@@ -14,6 +15,7 @@ from models.watch import close_watch, read_watch
 def rollback(params: str = "params.yaml", requested_by: str = "unknown", reason: str = "manual rollback") -> str:
     """Point ``champion`` back at the version it replaced and stop any canary or shadow."""
     settings = load_params(params)
+    decision.signer(settings.promotion.decision_key)  # the service follows only a signed rollback
     name = settings.registry.model_name
     replaced = alias_version(name, CHAMPION)
     audit = audit_log(home().audit_log, name)

@@ -20,10 +20,12 @@ from urllib.parse import urlparse
 
 import httpx
 
+from models.decision import KEY_ENV
 from slipway.catalog import FLOWS, deployment_name
 from slipway.paths import Home
 from slipway.processes import answers, start_detached, stop_group
 from slipway.settings import load_settings
+from slipway.signing import APPROVER_KEY_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,7 +104,9 @@ def up(
         service = urlparse(settings.promotion.service_url)
         port = service.port or 80
         command = [_bin("bentoml"), "serve", "bentos.service:Scoring", "--host", "127.0.0.1", "--port", str(port)]
-        service_env = {**env, "SLIPWAY_PARAMS": str(Path(params).resolve())}
+        # the public scoring service holds no signing key: it verifies decisions, it never makes them
+        service_env = {k: v for k, v in env.items() if k not in (KEY_ENV, APPROVER_KEY_ENV)}
+        service_env["SLIPWAY_PARAMS"] = str(Path(params).resolve())
         pid = start_detached(
             command, answers(f"{service.scheme}://127.0.0.1:{port}/livez"), logs / "scoring.log", service_env, REPO
         )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +14,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -21,10 +25,14 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 import features
 import models
 import slipway
+from models import decision
+from models.decision import DECISION_TAG, Decision
 from models.fast_scorer import FastScorer
 from models.pyfunc import ScoringModel
 from models.routing import LEASE_TAG, Routing
+from slipway import signing
 from slipway.audit import AuditLog
+from slipway.errors import Refused
 from slipway.settings import DataSettings
 
 CHAMPION = "champion"
@@ -165,27 +173,103 @@ def holdout_auc(name: str, version: str) -> float | None:
     return None if value is None else float(value)
 
 
-def switch_champion(name: str, version: str, actor: str, audit: AuditLog, reason: str) -> str | None:
-    """Point ``champion`` at ``version`` in one registry call; remember the previous one.
+def signed_decision(name: str, key: Ed25519PublicKey) -> Decision | None:
+    """The registered model's signed decision, verified; None if it has none. :class:`decision.Unverified` if forged."""
+    text = (MlflowClient().get_registered_model(name).tags or {}).get(DECISION_TAG)
+    return decision.read(text, key, name) if text else None
 
-    Re-running after a crash is safe: if the alias already points at ``version``
-    nothing changes. Returns the previous champion.
+
+def _signed_champion(name: str, key: Ed25519PrivateKey) -> str | None:
+    """The champion as last signed. The alias only before anything was signed (the first signed decision adopts it)."""
+    signed = signed_decision(name, key.public_key())  # a forged record raises: nothing is signed on top of it
+    return signed.champion if signed is not None else alias_version(name, CHAMPION)
+
+
+def publish_decision(name: str, champion: str | None, routing: Routing, key: Ed25519PrivateKey | None = None) -> None:
+    """Sign what the service is to serve (with ``SLIPWAY_PROMOTION_KEY`` unless ``key`` is given; unsigned: nothing).
+
+    Written before the readable mirrors (alias, routing tags), so the service never
+    follows a mirror ahead of its decision. The sequence number only grows: at least
+    the time in microseconds, so a forged record cannot push it back.
+    """
+    key = key or decision.env_signer()
+    if key is None:
+        return
+    try:
+        current = signed_decision(name, key.public_key())
+    except decision.Unverified:
+        current = None  # replaced by this one
+    seq = max((current.seq if current else 0) + 1, time.time_ns() // 1000)
+    MlflowClient().set_registered_model_tag(name, DECISION_TAG, Decision(name, champion, routing, seq).signed(key))
+
+
+class RegistryTampered(Refused):
+    """The registry's champion or routing is not what was signed: changed outside Slipway's flows."""
+
+
+def signed_state_problems(name: str, decision_key: str) -> list[str]:
+    """Where the registry disagrees with the signed decision (empty when it agrees or nothing is signed)."""
+    if not decision_key:
+        return []
+    try:
+        signed = signed_decision(name, signing.public_key(decision_key, "promotion.decision_key"))
+    except decision.Unverified as exc:
+        return [str(exc)]
+    if signed is None:
+        return []
+    routing = Routing.from_tags(dict(MlflowClient().get_registered_model(name).tags or {}))
+    return decision.mismatches(signed, alias_version(name, CHAMPION), routing)
+
+
+def served_champion(name: str, decision_key: str) -> str | None:
+    """The champion the service serves: the signed one when decisions are signed (None before the first), else the alias.
+
+    :class:`RegistryTampered` when the registry disagrees with what was signed:
+    nothing is to be decided on top of a registry changed behind the platform's back.
+    """
+    if not decision_key:
+        return alias_version(name, CHAMPION)
+    problems = signed_state_problems(name, decision_key)
+    if problems:
+        raise RegistryTampered(
+            f"{name!r}: the registry disagrees with the signed decision ({'; '.join(problems)}): it was changed "
+            "outside Slipway's flows. 'slipway history' shows the audit trail; 'slipway run switch version=N "
+            "reason=...' re-signs a champion"
+        )
+    signed = signed_decision(name, signing.public_key(decision_key, "promotion.decision_key"))
+    return signed.champion if signed is not None else None
+
+
+def switch_champion(name: str, version: str, actor: str, audit: AuditLog, reason: str) -> str | None:
+    """Point ``champion`` at ``version``: audited, signed, then the alias; remember the previous one.
+
+    Re-running after a crash is safe: if ``version`` already is the (signed)
+    champion nothing changes. Returns the previous champion.
     """
     client = MlflowClient()
-    previous = alias_version(name, CHAMPION)
-    if previous == version:
+    key = decision.env_signer()
+    alias = previous = alias_version(name, CHAMPION)
+    done = previous == version
+    if key is not None:
+        signed = None
+        with contextlib.suppress(decision.Unverified):  # a forged record: this switch replaces it (break-glass)
+            signed = signed_decision(name, key.public_key())
+        previous = signed.champion if signed is not None else alias
+        done = signed is not None and signed.champion == version and alias == version
+    if done:
         return previous
     now = datetime.now(UTC).isoformat()
     audit.append("champion_switch", actor, name, version, {"previous": previous, "reason": reason})  # intent first
+    publish_decision(name, version, Routing(), key)  # what the service follows, when decisions are signed
     client.set_registered_model_alias(name, CHAMPION, version)  # the switch itself: one atomic update
-    if previous is not None:
+    if previous is not None and previous != version:
         client.set_registered_model_tag(name, PREVIOUS_CHAMPION_TAG, previous)
         client.set_model_version_tag(name, previous, "slipway.champion_until", now)
     client.set_model_version_tag(name, version, "slipway.champion_since", now)
     client.set_model_version_tag(name, version, "slipway.promoted_by", actor)
     if alias_version(name, CHALLENGER) == version:
         client.delete_registered_model_alias(name, CHALLENGER)
-    set_routing(name, Routing())
+    _mirror_routing(name, Routing())
     audit.append("switch_applied", actor, name, version, {"previous": previous})
     return previous
 
@@ -195,12 +279,14 @@ def rollback_champion(name: str, actor: str, audit: AuditLog, reason: str) -> st
     client = MlflowClient()
     registered = client.get_registered_model(name)
     previous: str | None = (registered.tags or {}).get(PREVIOUS_CHAMPION_TAG)
-    current = alias_version(name, CHAMPION)
+    key = decision.env_signer()
+    current = _signed_champion(name, key) if key is not None else alias_version(name, CHAMPION)
     if previous is None or previous == current:
         raise RuntimeError(f"{name!r}: no previous champion is recorded, nothing to roll back to")
     now = datetime.now(UTC).isoformat()
     audit.append("rollback", actor, name, previous, {"from": current, "reason": reason})  # intent first
-    set_routing(name, Routing())  # stop any canary or shadow first
+    publish_decision(name, previous, Routing(), key)
+    _mirror_routing(name, Routing())  # stop any canary or shadow first
     client.set_registered_model_alias(name, CHAMPION, previous)
     client.delete_registered_model_tag(name, PREVIOUS_CHAMPION_TAG)  # never "roll back" onto the version just removed
     if current is not None:
@@ -214,16 +300,35 @@ STATUS_TAG = "slipway.promotion.status"
 
 
 def set_routing(name: str, routing: Routing) -> None:
-    """Write the routing record the scoring service follows."""
+    """Write the routing record the scoring service follows: signed (when a promotion key is set), then its tags."""
+    key = decision.env_signer()
+    if key is not None:
+        publish_decision(name, _signed_champion(name, key), routing, key)
+    _mirror_routing(name, routing)
+
+
+def _mirror_routing(name: str, routing: Routing) -> None:
     client = MlflowClient()
-    for key, value in routing.to_tags().items():
-        client.set_registered_model_tag(name, key, value)
+    for tag, value in routing.to_tags().items():
+        client.set_registered_model_tag(name, tag, value)
 
 
 def renew_routing_lease(name: str, routing: Routing) -> None:
-    """Write only the lease of ``routing`` (the rest of the record is unchanged)."""
-    if routing.lease_until is not None:
-        MlflowClient().set_registered_model_tag(name, LEASE_TAG, routing.lease_until.isoformat())
+    """Renew the lease of ``routing`` (the rest of the record is unchanged).
+
+    Signed: the signed record's own routing is renewed, never the tags (which anyone
+    with MLflow write access could have rewritten), and only while it is leased.
+    """
+    if routing.lease_until is None:
+        return
+    key = decision.env_signer()
+    if key is not None:
+        signed = signed_decision(name, key.public_key())
+        if signed is None or signed.routing.lease_until is None:
+            return
+        renewed = dataclasses.replace(signed.routing, lease_until=routing.lease_until)
+        publish_decision(name, signed.champion, renewed, key)
+    MlflowClient().set_registered_model_tag(name, LEASE_TAG, routing.lease_until.isoformat())
 
 
 def current_routing(name: str) -> Routing:

@@ -6,7 +6,20 @@ emit the events can all import them downwards, without importing each other.
 
 from __future__ import annotations
 
-FLOWS = ("ingest", "materialize", "train", "promote", "package", "monitor", "retrain", "rollback", "pipeline", "score", "guard")
+FLOWS = (
+    "ingest",
+    "materialize",
+    "train",
+    "promote",
+    "package",
+    "monitor",
+    "retrain",
+    "rollback",
+    "pipeline",
+    "score",
+    "guard",
+    "switch",
+)
 
 DRIFT_EVENT = "slipway.drift.detected"
 DEGRADED_EVENT = "slipway.performance.degraded"
@@ -16,6 +29,7 @@ APPROVAL_EVENT = "slipway.promotion.awaiting_approval"
 ROLLED_BACK_EVENT = "slipway.promotion.rolled_back"
 CHAMPION_EVENT = "slipway.champion.changed"
 PROMOTED_EVENT = "slipway.promotion.promoted"
+TAMPERED_EVENT = "slipway.registry.unverified"  # the registry holds a champion or routing that was not signed
 RETRAIN_EVENTS = (DRIFT_EVENT, DEGRADED_EVENT, BUSINESS_EVENT)
 FLOW_RUN_FAILED_EVENTS = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed")
 
@@ -27,6 +41,7 @@ ALERTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "approval": ("promotion waiting for approval", (APPROVAL_EVENT,)),
     "rollback": ("rolled back", (ROLLED_BACK_EVENT,)),
     "champion": ("champion changed", (CHAMPION_EVENT,)),
+    "registry": ("registry changed outside Slipway", (TAMPERED_EVENT,)),
     "flow-run": ("flow run failed", FLOW_RUN_FAILED_EVENTS),
 }
 

@@ -21,6 +21,7 @@ class ServingState:
     canary_percent: int
     shadow: bool
     model_errors: dict[str, float]  # version → rows it failed to score
+    unverified: bool = False  # the registry holds a champion or routing the service refuses: not signed
 
 
 def _version(value: float) -> str | None:
@@ -43,6 +44,7 @@ def parse(text: str) -> ServingState:
         canary_percent=int(gauges.get("canary_percent", 0)),
         shadow=gauges.get("shadow", 0) > 0,
         model_errors=errors,
+        unverified=gauges.get("registry_unverified", 0) > 0,
     )
 
 

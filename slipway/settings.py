@@ -173,6 +173,11 @@ class PromotionSettings(_Strict):
     approver_keys: dict[str, str] = _field(
         dict, "each approver's Ed25519 public key (ssh-ed25519 AAAA...): approvals are signed, a name alone is refused"
     )
+    decision_key: str = _field(
+        "",
+        "the promotion key's public half (ssh-ed25519 AAAA...): the service serves only champion switches and routing"
+        " signed with its private half (SLIPWAY_PROMOTION_KEY); empty: the service follows the aliases unsigned",
+    )
     shadow_seconds: float = _field(60, "how long the challenger is scored in shadow before approval is asked", ge=0)
     canary_steps: list[Annotated[int, Field(gt=0, le=100)]] = _field(
         lambda: [10, 50, 100], "shares of traffic (%) the challenger serves, step by step"
@@ -201,6 +206,11 @@ class PromotionSettings(_Strict):
                 raise ValueError(f"promotion.approver_keys.{name}: {name!r} is not in promotion.approvers")
             try:
                 public_key(key, f"promotion.approver_keys.{name}")
+            except KeyProblem as exc:
+                raise ValueError(str(exc)) from None
+        if self.decision_key:
+            try:
+                public_key(self.decision_key, "promotion.decision_key")
             except KeyProblem as exc:
                 raise ValueError(str(exc)) from None
         return self

@@ -18,6 +18,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+APPROVER_KEY_ENV = "SLIPWAY_APPROVER_KEY"  # an approver's own private key, for 'slipway approve'
+
 
 class KeyProblem(ValueError):
     """A key cannot be read; the message names where it came from."""

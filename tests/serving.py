@@ -12,9 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mlflow import MlflowClient
 
+from models.decision import KEY_ENV
+from models.registry import CHAMPION, alias_version, publish_decision
+from models.routing import Routing
 from models.sample import build_sample_deployment
+from slipway import signing
 from slipway.paths import Home
 from slipway.processes import answers, free_port, running_server
 from slipway.settings import Settings, load_settings
@@ -35,21 +40,32 @@ class Served:
         return MlflowClient(tracking_uri=self.env["MLFLOW_TRACKING_URI"])
 
 
-def _prepare(root: Path, serving: dict[str, Any]) -> tuple[Settings, Home, pd.DataFrame]:
+def _prepare(root: Path, serving: dict[str, Any], key: Ed25519PrivateKey | None) -> tuple[Settings, Home, pd.DataFrame]:
     raw = small_params(root, rows=2000, n_trials=1)
     raw["serving"].update({"poll_seconds": 0.5, "log_flush_seconds": 0.2, **serving})
+    if key is not None:
+        raw["promotion"]["decision_key"] = signing.public_text(key.public_key())
     settings = load_settings(write_params(root / "params.yaml", raw))
-    return settings, Home.current(), build_sample_deployment(settings)
+    test = build_sample_deployment(settings)
+    if key is not None:  # the sample's first champion, as 'slipway run switch' would sign it
+        publish_decision(settings.registry.model_name, alias_version(settings.registry.model_name, CHAMPION), Routing(), key)
+    return settings, Home.current(), test
 
 
 @contextmanager
 def sample_service(
-    root: Path, serving: dict[str, Any] | None = None, tracking_uri: str | None = None, ready: str = "/readyz"
+    root: Path,
+    serving: dict[str, Any] | None = None,
+    tracking_uri: str | None = None,
+    ready: str = "/readyz",
+    promotion_key: Ed25519PrivateKey | None = None,
 ) -> Iterator[Served]:
     """Build the sample deployment under ``root`` and serve it until the block ends.
 
     ``serving``: params overrides; ``tracking_uri``: the registry the service reads, if not the
-    deployment's own database (an MLflow server in front of it); ``ready``: the path awaited.
+    deployment's own database (an MLflow server in front of it); ``ready``: the path awaited;
+    ``promotion_key``: decisions are signed with it (``promotion.decision_key``), and the
+    environment the flows get holds it (``SLIPWAY_PROMOTION_KEY``).
     """
     env = {
         **os.environ,
@@ -57,13 +73,15 @@ def sample_service(
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'home' / 'mlflow' / 'mlflow.db'}",
         "SLIPWAY_PARAMS": str(root / "params.yaml"),
     }
+    if promotion_key is not None:
+        env[KEY_ENV] = signing.private_pem(promotion_key)
     with preserved_environment():
         for key in ("SLIPWAY_HOME", "MLFLOW_TRACKING_URI", "SLIPWAY_PARAMS"):
             os.environ[key] = env[key]
         from slipway.paths import prepare_environment
 
         prepare_environment()
-        settings, home, test = _prepare(root, serving or {})
+        settings, home, test = _prepare(root, serving or {}, promotion_key)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         command = [

@@ -204,3 +204,56 @@ def test_a_failed_retraining_gives_the_cooldown_back(home: Path, tmp_path: Path)
     with pytest.raises(RuntimeError, match="silver is empty"):
         retrain(params, reason="drift")
     assert current(home / "reports" / "last_retrain.json") is None  # the next drift event retrains at once
+
+
+def test_signed_switches_routing_and_renewals_follow_only_the_signed_record(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models import decision, registry
+    from models.routing import Mode, Routing
+    from models.sample import build_sample_deployment
+    from slipway import signing
+    from slipway.audit import AuditLog
+    from slipway.paths import Home
+    from slipway.settings import load_settings
+
+    key = signing.new_private_key()
+    raw = small_params(tmp_path, rows=1500)
+    raw["promotion"]["decision_key"] = signing.public_text(key.public_key())
+    settings = load_settings(write_params(tmp_path / "params.yaml", raw))
+    name, configured = settings.registry.model_name, settings.promotion.decision_key
+    build_sample_deployment(settings)
+    monkeypatch.setenv(decision.KEY_ENV, signing.private_pem(key))
+    audit = AuditLog(Home.current().audit_log)
+    client = MlflowClient()
+
+    assert registry.served_champion(name, configured) is None  # nothing signed yet: the service serves nothing
+    registry.switch_champion(name, "1", "ops", audit, "first champion")  # the sample's alias already says v1: signed now
+    first = registry.signed_decision(name, key.public_key())
+    assert first is not None and first.champion == "1" and registry.served_champion(name, configured) == "1"
+
+    client.set_registered_model_alias(name, "champion", "2")  # behind the platform's back
+    assert registry.signed_state_problems(name, configured) == ["the champion alias is v2, the signed champion v1"]
+    with pytest.raises(registry.RegistryTampered, match="disagrees with the signed decision"):
+        registry.served_champion(name, configured)
+    leased = Routing(Mode.CANARY, 10, "2").leased(60)
+    registry.set_routing(name, leased)  # signs the signed champion, not the moved alias
+    signed = registry.signed_decision(name, key.public_key())
+    assert signed is not None and signed.champion == "1" and signed.routing == leased and signed.seq > first.seq
+
+    for tag, value in Routing(Mode.CANARY, 100, "2").to_tags().items():  # the tags rewritten to 100%
+        client.set_registered_model_tag(name, tag, value)
+    registry.renew_routing_lease(name, leased.leased(120))
+    renewed = registry.signed_decision(name, key.public_key())
+    assert renewed is not None and renewed.routing.canary_percent == 10  # the signed 10%, renewed; never the tags' 100%
+    assert renewed.routing.lease_until is not None and leased.lease_until is not None
+    assert renewed.routing.lease_until > leased.lease_until
+
+    forged = decision.Decision(name, "2", seq=10**18).signed(signing.new_private_key())
+    client.set_registered_model_tag(name, decision.DECISION_TAG, forged)
+    with pytest.raises(decision.Unverified, match="not signed by the promotion key"):
+        registry.set_routing(name, Routing())  # nothing is signed on top of a forged record
+    registry.switch_champion(name, "2", "ops", audit, "break-glass: re-sign")  # the key's holder replaces it
+    final = registry.signed_decision(name, key.public_key())
+    assert final is not None and final.champion == "2" and final.routing == Routing()
+    assert registry.signed_state_problems(name, configured) == []

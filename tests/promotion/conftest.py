@@ -23,7 +23,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from models.policy import Answer
-from models.registry import CHALLENGER, CHAMPION
+from models.registry import CHALLENGER, CHAMPION, publish_decision
 from models.routing import Routing
 from models.watch import GUARD_TAG, WATCH_TAG
 from slipway import signing
@@ -55,6 +55,7 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
 
 
 KEYS = {name: signing.new_private_key() for name in ("alice", "bob", "mallory")}  # mallory is no approver
+PROMOTION_KEY = signing.new_private_key()  # the stage's decisions are signed: the service serves only what it signs
 FAST_PROMOTION = {
     "approvers": ["alice", "bob"],
     "approver_keys": {name: signing.public_text(KEYS[name].public_key()) for name in ("alice", "bob")},
@@ -84,15 +85,21 @@ class Stage:
         raw["promotion"] = {**raw["promotion"], **FAST_PROMOTION, "service_url": self.served.url, **promotion}
         return write_params(self.root / f"promote-{time.monotonic_ns()}.yaml", raw)
 
-    def reset(self, champion: str, challenger: str) -> None:
-        """Aliases as given, champion-only routing, no watch, and the service following it."""
+    def sign(self, champion: str, routing: Routing) -> None:
+        """A decision as the promotion key's holder makes it: signed, then the alias and routing tags that mirror it."""
+        publish_decision(self.name, champion, routing, PROMOTION_KEY)
         client = self.served.client()
         client.set_registered_model_alias(self.name, CHAMPION, champion)
+        for key, value in routing.to_tags().items():
+            client.set_registered_model_tag(self.name, key, value)
+
+    def reset(self, champion: str, challenger: str) -> None:
+        """Aliases as given, champion-only routing (signed), no watch, and the service following it."""
+        client = self.served.client()
         client.set_registered_model_alias(self.name, CHALLENGER, challenger)
         for tag in set(client.get_registered_model(self.name).tags or {}) & {WATCH_TAG, GUARD_TAG}:
             client.delete_registered_model_tag(self.name, tag)
-        for key, value in Routing().to_tags().items():
-            client.set_registered_model_tag(self.name, key, value)
+        self.sign(champion, Routing())
         deadline = time.monotonic() + 30
         while read_state(self.served.url).champion != champion or read_state(self.served.url).challenger is not None:
             assert time.monotonic() < deadline, "the service did not follow the reset"
@@ -149,7 +156,8 @@ class Stage:
 @pytest.fixture(scope="package")
 def stage(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iterator[Stage]:
     root = tmp_path_factory.mktemp("promotion")
-    with sample_service(root) as served, temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+    prefect = temporary_settings(updates={PREFECT_API_URL: prefect_server})
+    with sample_service(root, promotion_key=PROMOTION_KEY) as served, prefect:
         traffic = Traffic(served.url, per_second=80).entities(served.entity_ids)
         try:
             yield Stage(served, prefect_server, root)

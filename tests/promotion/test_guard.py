@@ -101,8 +101,7 @@ def test_a_killed_guard_is_taken_over_and_a_clean_watch_ends_the_shadow(stage: S
     client.set_registered_model_tag(stage.name, PREVIOUS_CHAMPION_TAG, "1")
     opened = Watch("2", "1", now, now + timedelta(seconds=120), now)
     client.set_registered_model_tag(stage.name, WATCH_TAG, opened.to_tag())
-    for key, value in opened.routing().to_tags().items():
-        client.set_registered_model_tag(stage.name, key, value)
+    stage.sign("2", opened.routing())
     wait_for_state(stage.served.url, lambda s: s.challenger == "1" and s.shadow, "the watch's shadow", 30)
     watch = {"seconds": 120, "interval_seconds": 4, "lease_seconds": 30, "max_score_psi": 5.0}
     params = stage.params(watch=watch)

@@ -84,8 +84,7 @@ def test_a_worse_challenger_never_reaches_approval(stage: Stage) -> None:
     before = audit_length(stage)
     client = stage.served.client()  # what a promotion killed mid-canary leaves behind: its lock and a canary share
     client.set_registered_model_tag(stage.name, LOCK_TAG, str(uuid.uuid4()))
-    for key, value in Routing(Mode.CANARY, 50).to_tags().items():
-        client.set_registered_model_tag(stage.name, key, value)
+    stage.sign("1", Routing(Mode.CANARY, 50, worse.version))
     code, out = finish(stage.start_promote(stage.params(min_auc_gain=0.0), "requested_by=alice"))
     assert code == EXIT_REFUSED, out
     assert "promotion rejected" in out and "ROC-AUC gain" in out
