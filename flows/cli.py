@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import ipaddress
 import os
 import sys
 import typing
@@ -82,14 +83,26 @@ def demo(params: str) -> None:
     run_demo(params)
 
 
-def serve(params: str, port: int) -> None:
-    """Run the scoring service for the current champion (``bentoml serve``) in the foreground."""
+def serve(params: str, port: int, host: str = "127.0.0.1") -> None:
+    """Run the scoring service for the current champion (``bentoml serve``) in the foreground.
+
+    On a loopback address by default; on any other a bearer token is required
+    (``serving.token_env``) unless ``serving.allow_anonymous`` says otherwise. The
+    service never gets the signing keys: it verifies decisions, it does not make them.
+    """
     from pathlib import Path
 
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     settings = load_settings(params)
+    loopback = host == "localhost" or _is_loopback(host)
+    token_env = settings.serving.token_env
+    if not loopback and not os.environ.get(token_env) and not settings.serving.allow_anonymous:
+        raise UsageError(
+            f"--host {host} serves beyond this machine: set {token_env} to require a bearer token, "
+            "or serving.allow_anonymous: true in the params file to serve without one"
+        )
     try:
         aliases = MlflowClient().get_registered_model(settings.registry.model_name).aliases or {}
     except MlflowException:
@@ -101,14 +114,22 @@ def serve(params: str, port: int) -> None:
         )
     repo = Path(__file__).resolve().parent.parent
     bentoml = Path(sys.executable).parent / "bentoml"
-    env = {**os.environ, "SLIPWAY_PARAMS": str(Path(params).resolve())}
-    command = [str(bentoml), "serve", "bentos.service:Scoring", "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if k not in (PROMOTION_KEY_ENV, APPROVER_KEY_ENV)}
+    env["SLIPWAY_PARAMS"] = str(Path(params).resolve())
+    command = [str(bentoml), "serve", "bentos.service:Scoring", "--host", host, "--port", str(port)]
     print(
-        f"slipway: serving {settings.registry.model_name} on http://127.0.0.1:{port} (docs: /docs, OpenAPI: /docs.json)",
+        f"slipway: serving {settings.registry.model_name} on http://{host}:{port} (docs: /docs, OpenAPI: /docs.json)",
         flush=True,
     )
     os.chdir(repo)
     os.execve(command[0], command, env)  # become the server, so Ctrl-C and SIGTERM reach it directly
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: assume it is reachable from elsewhere
 
 
 def history(params: str) -> None:
@@ -159,6 +180,7 @@ def champion_disagreements(entries: Sequence[dict[str, Any]], registry_champion:
 
 
 APPROVER_KEY_ENV = "SLIPWAY_APPROVER_KEY"  # as slipway.signing.APPROVER_KEY_ENV, without importing cryptography here
+PROMOTION_KEY_ENV = "SLIPWAY_PROMOTION_KEY"  # as models.decision.KEY_ENV
 
 
 def approve(params: str, run_id: str, approver: str, reject: bool, comment: str, sign_only: bool) -> None:
@@ -266,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("assignments", nargs="*", metavar="NAME=VALUE", help="flow parameters")
     srv = sub.add_parser("serve", parents=[common], help="serve the scoring service for the current champion")
     srv.add_argument("--port", type=int, default=3000)
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs a token)")
     sub.add_parser("history", parents=[common], help="champion history and audited decisions")
     stack_up = sub.add_parser("up", parents=[common], help="start the local stack: Prefect, MLflow UI, service, deployments")
     stack_up.add_argument("--prefect-port", type=int, default=4200, help="when PREFECT_API_URL is not set (default 4200)")
@@ -305,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "history":
             history(args.params)
         elif args.command == "serve":
-            serve(args.params, args.port)
+            serve(args.params, args.port, args.host)
         elif args.command == "up":
             stack_up(args.params, args.prefect_port, args.mlflow_port, args.dashboard_port)
         elif args.command == "down":

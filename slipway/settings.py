@@ -223,6 +223,9 @@ class ServingSettings(_Strict):
     max_body_bytes: int = _field(1_000_000, "larger request bodies get 413", gt=0)
     max_rows: int = _field(1000, "rows or entity ids per request", gt=0)
     token_env: str = _field("SLIPWAY_API_TOKEN", "variable holding the bearer token; required by the service when set")
+    allow_anonymous: bool = _field(
+        False, "slipway serve on an address other than loopback without a token (false: it refuses to start)"
+    )
     log_flush_seconds: float = _field(1.0, "how often the prediction log is written out", gt=0)
     log_queue_size: int = _field(100_000, "prediction-log records held in memory before new ones are dropped", gt=0)
     lookup_timeout_seconds: float = _field(5.0, "feature-store lookups slower than this answer 503", gt=0)

@@ -70,12 +70,67 @@ def test_the_dashboard_shows_what_the_issue_asks_for_from_the_provisioned_dataso
     assert len({p["id"] for p in dashboard["panels"]}) == len(titles)
 
 
-def test_compose_mounts_only_files_that_exist() -> None:
+OPERATOR_FILES = {"./params.yaml", "./promotion_key"}  # the operator makes these (compose.yaml's header says how)
+
+
+def test_compose_mounts_only_files_that_exist_or_that_the_operator_makes_and_git_ignores() -> None:
     compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
     mounts = [v.split(":")[0] for s in compose["services"].values() for v in s.get("volumes", []) if v.startswith("./")]
+    files = [s["file"] for s in compose["secrets"].values() if "file" in s]
     assert {"./prometheus", "./grafana/provisioning", "./grafana/dashboards"} <= set(mounts)
-    assert all((INFRA / m).exists() for m in mounts), [m for m in mounts if not (INFRA / m).exists()]
+    missing = [m for m in [*mounts, *files] if not (INFRA / m).exists()]
+    assert set(missing) <= OPERATOR_FILES, missing
+    ignored = (REPO / ".gitignore").read_text().split()
+    assert all(f"infra/{f.removeprefix('./')}" in ignored for f in OPERATOR_FILES)  # no secret or local params committed
+    header = (INFRA / "compose.yaml").read_text().split("name: slipway")[0]
+    assert "cp params.yaml infra/params.yaml" in header and "-f infra/promotion_key" in header
     assert set(compose["secrets"]) == {s for service in compose["services"].values() for s in service.get("secrets", [])}
+
+
+ADMIN_SECRETS = ("POSTGRES_PASSWORD", "AWS_ACCESS_KEY_ID}", "AWS_SECRET_ACCESS_KEY}", "MLFLOW_ADMIN_PASSWORD")
+
+
+def test_compose_gives_each_container_only_the_credentials_it_needs() -> None:
+    from flows.cli import build_parser
+
+    text = (INFRA / "compose.yaml").read_text()
+    services = yaml.safe_load(text)["services"]
+
+    def env(name: str) -> dict[str, str]:
+        return {k: str(v) for k, v in (services[name].get("environment") or {}).items()}
+
+    administrators = {"postgres", "minio", "buckets", "mlflow", "mlflow-accounts"}  # the stores and their account set-up
+    for name in set(services) - administrators:
+        leaked = [k for k, v in env(name).items() for secret in ADMIN_SECRETS if secret in v]
+        assert not leaked, f"{name} gets an administrator's secret: {leaked}"
+    worker, scoring, dask_worker = env("worker"), env("scoring"), env("dask-worker")
+    # the flows: MLflow's 'slipway' account (it owns the model), Prefect's auth, the promotion key as a secret file
+    assert worker["MLFLOW_TRACKING_USERNAME"] == "slipway" and "PREFECT_API_AUTH_STRING" in worker
+    assert worker["SLIPWAY_PROMOTION_KEY"] == "/run/secrets/promotion_key" and services["worker"]["secrets"] == ["promotion_key"]
+    assert [n for n in services if "promotion_key" in services[n].get("secrets", [])] == ["worker"]
+    # the public service: reads MLflow and the feature registry, no S3, no Prefect, no signing key, a token required
+    assert scoring["MLFLOW_TRACKING_USERNAME"] == "scoring" and "slipway_reader:" in scoring["SLIPWAY_FEAST_REGISTRY_URL"]
+    assert not [k for k in scoring if k.startswith(("AWS_", "PREFECT_", "SLIPWAY_OPTUNA", "SLIPWAY_PROMOTION"))]
+    assert scoring["SLIPWAY_API_TOKEN"].startswith("${SLIPWAY_API_TOKEN:?")
+    serve = build_parser().parse_args(services["scoring"]["command"])
+    assert serve.command == "serve" and serve.host == "0.0.0.0" and serve.port == 3000
+    assert dask_worker["MLFLOW_TRACKING_USERNAME"] == "scoring" and "PREFECT_API_AUTH_STRING" not in dask_worker
+    # Prefect's server asks for basic auth, and its health check passes it
+    prefect = env("prefect")
+    assert prefect["PREFECT_SERVER_API_AUTH_STRING"] == worker["PREFECT_API_AUTH_STRING"]
+    assert "PREFECT_SERVER_API_AUTH_STRING" in " ".join(services["prefect"]["healthcheck"]["test"])
+    # Kubernetes: the service's own Secret (not the flows' slipway-production) and the params it verifies with
+    deployment = next(d for d in yaml.safe_load_all((INFRA / "k8s" / "scoring.yaml").read_text()) if d["kind"] == "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "slipway-scoring"}}]
+    assert build_parser().parse_args(container["args"]).host == "0.0.0.0"
+    assert {"name": "params", "mountPath": "/app/params.yaml", "subPath": "params.yaml", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    # every ${VAR} the file needs is in .env.example
+    needed = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    documented = {line.split("=")[0] for line in (INFRA / ".env.example").read_text().splitlines() if "=" in line}
+    assert needed <= documented, needed - documented
 
 
 def test_the_dask_manifests_start_a_cluster_the_score_flow_reaches_with_what_its_workers_need() -> None:
@@ -103,7 +158,7 @@ def test_the_dask_manifests_start_a_cluster_the_score_flow_reaches_with_what_its
     # Dask manages memory against the container's own limit, so it spills and pauses before the kernel kills it
     limits = worker["resources"]["limits"]  # type: ignore[index]
     assert parse_bytes(w["memory_limit"]) == parse_bytes(limits["memory"].replace("Gi", "GiB")) and w["nthreads"] == 1
-    # same image and credentials as the service; the run folders and batch log on the shared volume at SLIPWAY_HOME
+    # same image as the service, the flows' credentials (S3); the run folders and batch log on the shared volume
     assert worker["image"] == scheduler["image"] == scoring["spec"]["template"]["spec"]["containers"][0]["image"]
     assert worker["envFrom"] == [{"secretRef": {"name": "slipway-production"}}]
     home = re.search(r"SLIPWAY_HOME=(\S+)", (INFRA / "Dockerfile").read_text())

@@ -31,7 +31,7 @@ def probe_paths() -> set[str]:
     manifests = yaml.safe_load_all((REPO / "infra" / "k8s" / "scoring.yaml").read_text())
     deployment = next(d for d in manifests if d["kind"] == "Deployment")
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["args"] == ["serve", "--port", str(container["ports"][0]["containerPort"])]
+    assert container["args"] == ["serve", "--host", "0.0.0.0", "--port", str(container["ports"][0]["containerPort"])]
     probes = [container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe", "startupProbe")]
     assert probes[:2] == ["/readyz", "/livez"]
     return set(probes)

@@ -65,3 +65,35 @@ def test_approve_signs_only_with_the_named_approvers_own_key(tmp_path: Path, cap
     assert code == EXIT_USAGE and "missing.pem" in err
     code, _, err = approve("bob.pem", "--approver", "alice")  # alice is an approver in params.yaml, with no key
     assert code == EXIT_USAGE and "promotion.approver_keys has no key for 'alice'" in err
+
+
+def test_serve_beyond_loopback_requires_a_token_unless_anonymous_is_configured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from flows.cli import EXIT_USAGE
+
+    with preserved_environment():
+        os.environ["SLIPWAY_HOME"] = str(tmp_path / "home")
+        os.environ.pop("SLIPWAY_API_TOKEN", None)
+        code = main(["serve", "--params", str(REPO / "params.yaml"), "--host", "0.0.0.0"])
+        assert code == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert "--host 0.0.0.0 serves beyond this machine: set SLIPWAY_API_TOKEN" in err
+        assert "serving.allow_anonymous" in err
+        raw = yaml.safe_load((REPO / "params.yaml").read_text())
+        raw["serving"] = {**raw.get("serving", {}), "allow_anonymous": True, "token_env": "NO_SUCH_TOKEN"}
+        params = tmp_path / "params.yaml"
+        params.write_text(yaml.safe_dump(raw))
+        started: list[list[str]] = []
+
+        def execve(path: str, argv: list[str], env: dict[str, str]) -> None:  # stands in for becoming the server
+            started.append(argv)
+            assert "SLIPWAY_PROMOTION_KEY" not in env and "SLIPWAY_APPROVER_KEY" not in env
+
+        os.environ["SLIPWAY_PROMOTION_KEY"] = "a signing key the service must never hold"
+        monkeypatch.setattr(os, "execve", execve)
+        monkeypatch.chdir(os.getcwd())  # serve changes into the repository before it execs
+        assert main(["serve", "--params", str(params), "--host", "0.0.0.0", "--port", "3999"]) == 0
+    assert started and started[0][-4:] == ["--host", "0.0.0.0", "--port", "3999"]
