@@ -82,6 +82,7 @@ SERVING = {
         ("routing_lease_expired", "1 while the registry's routing record is ignored: the promote flow stopped renewing it"),
         ("registry_unverified", "1 while the registry holds a champion or routing not signed by the promotion key"),
         ("decision_seq", "sequence number of the signed decision served (0: decisions are not signed)"),
+        ("registry_error", "1 while the last registry read or model load failed: the last loaded state (or nothing) serves"),
     )
 }
 
@@ -104,6 +105,7 @@ def _publish_routing(snap: Snapshot) -> None:
     SERVING["routing_lease_expired"].set(1 if snap.lease_expired else 0)
     SERVING["registry_unverified"].set(1 if snap.unverified else 0)
     SERVING["decision_seq"].set(snap.decision_seq)
+    SERVING["registry_error"].set(1 if _SERVING and _SERVING[0].router.last_error else 0)
 
 
 @bentoml.service(

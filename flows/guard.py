@@ -27,7 +27,7 @@ from models.watch import GUARD_ACTOR, Watch
 from slipway.audit import AuditLog
 from slipway.orchestration import current_flow_run_id, flow_run_alive
 from slipway.prediction_log import read_prediction_log
-from slipway.service_metrics import ServiceUnreachable, read_state, wait_for_state
+from slipway.service_metrics import ServiceUnreachable, every_replica, model_errors, wait_for_replicas
 from slipway.settings import Settings
 
 RENEW_SECONDS = 10.0  # the guard renews its hold at least this often while it waits
@@ -56,7 +56,7 @@ def check(settings: Settings, w: Watch, until: datetime) -> tuple[comparison.Wat
     since_start = read_prediction_log(predictions, w.started, CHECK_COLUMNS)
     window = since_start[(since_start["time"] >= w.checked_until) & (since_start["time"] < until)]
     try:
-        errors_now = read_state(settings.promotion.service_url).model_errors.get(w.version, 0.0)
+        errors_now = model_errors(every_replica(settings.promotion), w.version)
     except ServiceUnreachable as exc:
         print(f"error counter not read ({exc}); judging the log's errors only")
         errors_now = w.errors_seen
@@ -74,7 +74,7 @@ def roll_back(settings: Settings, w: Watch, audit: AuditLog, verdict: comparison
     restored = rollback_champion(name, GUARD_ACTOR, audit, f"post-deployment check failed: {reason}")
     watching.close_watch(name, w, audit, "watch_rolled_back", {"restored": restored, "reason": reason})
     try:
-        wait_for_state(settings.promotion.service_url, lambda s: s.champion == restored, f"champion v{restored}", 60)
+        wait_for_replicas(every_replica(settings.promotion), lambda s: s.champion == restored, f"champion v{restored}", 60)
     except (RuntimeError, ServiceUnreachable) as exc:
         print(f"the rollback is in the registry, but the service has not confirmed it yet: {exc}")
     announce_rollback(settings, w.version, restored, GUARD_ACTOR, f"post-deployment check failed: {reason}")

@@ -33,7 +33,7 @@ from models.routing import Mode, Routing
 from slipway.audit import AuditLog
 from slipway.catalog import APPROVAL_EVENT, CHAMPION_EVENT, PROMOTION_EVENT_PREFIX
 from slipway.orchestration import current_flow_run_id, exclusive
-from slipway.service_metrics import ServingState, read_state, wait_for_state
+from slipway.service_metrics import every_replica, model_errors, wait_for_replicas
 from slipway.settings import Settings
 
 
@@ -71,12 +71,12 @@ def check_policy(p: Promotion) -> policy.PolicyVerdict:
     return steps.judge_policy(p, evaluation_window(p.settings))
 
 
-def route(p: Promotion, routing: Routing) -> ServingState:
-    """Change routing in the registry (leased) and wait until the service follows it (the first switch loads the challenger)."""
+def route(p: Promotion, routing: Routing) -> None:
+    """Change routing in the registry (leased) and wait until every replica follows it (the first switch loads the challenger)."""
     steps.set_leased_routing(p, routing)
     timeout = max(90.0, 10 * p.settings.serving.poll_seconds)
     what = f"{routing.mode} routing at {routing.canary_percent}%"
-    return wait_for_state(p.settings.promotion.service_url, steps.applied(routing, p.challenger), what, timeout)
+    wait_for_replicas(every_replica(p.settings.promotion), steps.applied(routing, p.challenger), what, timeout)
 
 
 @task(cache_policy=NO_CACHE)
@@ -136,14 +136,14 @@ def canary(p: Promotion) -> comparison.Health | None:
     cfg, predictions = p.settings.promotion, home().predictions
     assert p.champion is not None
     for percent in cfg.canary_steps:
-        errors_before = read_state(cfg.service_url).model_errors.get(p.challenger, 0.0)
+        errors_before = model_errors(every_replica(cfg), p.challenger)
         route(p, Routing(Mode.CANARY, percent, p.challenger))
         started = datetime.now(UTC)  # the step's window opens once the service routes this share
         p.decide("canary_step", "slipway", {"percent": percent, "bake_seconds": cfg.bake_seconds})
         counter = steps.rows_with(predictions, p.challenger, "served_version", started)
         steps.wait_with_progress(cfg.bake_seconds, f"canary v{p.challenger} at {percent}%", counter)
         window = steps.log_window(predictions, started, p.settings.serving.log_flush_seconds)
-        reported = read_state(cfg.service_url).model_errors.get(p.challenger, 0.0) - errors_before
+        reported = model_errors(every_replica(cfg), p.challenger) - errors_before
         health = comparison.canary_health(window, p.champion, p.challenger, percent, cfg, int(reported))
         p.decide("canary_health", "slipway", health.as_dict())
         if not health.healthy:
@@ -206,7 +206,8 @@ def take_through(
             reason = f"approved by {answer.approver} ({answer.comment or 'no comment'}), requested by {requested_by}"
             registry.switch_champion(name, challenger, answer.approver, audit, reason)
             if champion is not None:
-                wait_for_state(settings.promotion.service_url, lambda s: s.champion == challenger, f"champion v{challenger}", 60)
+                every = every_replica(settings.promotion)
+                wait_for_replicas(every, lambda s: s.champion == challenger, f"champion v{challenger}", 60)
             steps.open_watch(p)
             return end(p, "promoted", reason, answer.approver)
     finally:

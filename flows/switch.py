@@ -15,7 +15,7 @@ from models import decision, registry
 from models import watch as watching
 from slipway.catalog import CHAMPION_EVENT
 from slipway.orchestration import exclusive
-from slipway.service_metrics import wait_for_state
+from slipway.service_metrics import every_replica, wait_for_replicas
 
 
 @flow(name="switch", log_prints=True)
@@ -42,8 +42,9 @@ def switch(params: str = "params.yaml", version: str = "", reason: str = "", req
     summary = f"Champion of {name} is now v{version} (was v{previous}): break-glass switch by {requested_by}: {reason}"
     announce(CHAMPION_EVENT, settings, version, summary, previous=previous, actor=requested_by)
     try:
-        wait_for_state(settings.promotion.service_url, lambda s: s.champion == version, f"champion v{version}", 60)
-        print(f"champion={version}: the service at {settings.promotion.service_url} serves it")
+        every = every_replica(settings.promotion)
+        wait_for_replicas(every, lambda s: s.champion == version, f"champion v{version}", 60)
+        print(f"champion={version}: every replica serves it ({', '.join(every)})")
     except RuntimeError as exc:  # unreachable, or not confirmed in time
         print(f"champion={version}: switched in the registry; the service has not confirmed it: {exc}")
     return version

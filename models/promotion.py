@@ -27,7 +27,7 @@ from models.routing import Mode, Routing
 from slipway.audit import AuditLog
 from slipway.errors import Refused
 from slipway.prediction_log import feature_frame, read_prediction_log
-from slipway.service_metrics import ServiceUnreachable, ServingState, wait_for_state
+from slipway.service_metrics import ServiceUnreachable, ServingState, every_replica, wait_for_replicas
 from slipway.settings import Settings
 
 LOCK_TAG = "slipway.promotion.flow_run"
@@ -166,7 +166,7 @@ def open_watch(p: Promotion) -> None:
         return
     watch = watching.open_watch(p.name, p.challenger, p.champion, cfg.watch.seconds, p.audit)
     try:
-        wait_for_state(cfg.service_url, applied(watch.routing(), p.champion), f"shadow of v{p.champion}", 60)
+        wait_for_replicas(every_replica(cfg), applied(watch.routing(), p.champion), f"shadow of v{p.champion}", 60)
     except (RuntimeError, ServiceUnreachable) as exc:  # the switch stands; the guard judges what the log shows
         print(f"the service has not confirmed the watch's shadow yet: {exc}")
     print(

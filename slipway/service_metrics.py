@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from slipway.settings import PromotionSettings
 
 
 class ServiceUnreachable(RuntimeError):
@@ -22,6 +27,7 @@ class ServingState:
     shadow: bool
     model_errors: dict[str, float]  # version → rows it failed to score
     unverified: bool = False  # the registry holds a champion or routing the service refuses: not signed
+    decision_seq: int = 0  # the signed decision this replica serves (0: unsigned)
 
 
 def _version(value: float) -> str | None:
@@ -45,6 +51,7 @@ def parse(text: str) -> ServingState:
         shadow=gauges.get("shadow", 0) > 0,
         model_errors=errors,
         unverified=gauges.get("registry_unverified", 0) > 0,
+        decision_seq=int(gauges.get("decision_seq", 0)),
     )
 
 
@@ -67,3 +74,51 @@ def wait_for_state(url: str, accept: Callable[[ServingState], bool], what: str, 
         if time.monotonic() > deadline:
             raise RuntimeError(f"scoring service at {url} did not pick up {what} within {timeout:.0f}s (it reports {state})")
         time.sleep(0.5)
+
+
+def replicas(service_url: str, replica_urls: Sequence[str] = ()) -> list[str]:
+    """Each replica's own URL: ``replica_urls`` (default: the service's).
+
+    A host name that resolves to several IPv4 addresses (a Kubernetes headless Service,
+    compose's service name) counts once per address.
+    """
+    out: list[str] = []
+    for url in replica_urls or [service_url]:
+        out += [u for u in _addresses(url) if u not in out]
+    return out
+
+
+def every_replica(cfg: PromotionSettings) -> list[str]:
+    """The replicas a promotion confirms routing on (``promotion.replica_urls``, else ``promotion.service_url``)."""
+    return replicas(cfg.service_url, cfg.replica_urls)
+
+
+def _addresses(url: str) -> list[str]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+        return [url]
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, parts.port or 80, socket.AF_INET, socket.SOCK_STREAM)
+    except socket.gaierror:
+        return [url]  # unresolvable: the wait reports it, naming the URL
+    ips = sorted({str(info[4][0]) for info in found})
+    if len(ips) <= 1:
+        return [url]
+    port = f":{parts.port}" if parts.port else ""
+    return [urlunsplit(parts._replace(netloc=f"{ip}{port}")) for ip in ips]
+
+
+def wait_for_replicas(urls: Sequence[str], accept: Callable[[ServingState], bool], what: str, timeout: float) -> None:
+    """Every replica reports ``accept``-able state within ``timeout`` (the error names the first that did not)."""
+    deadline = time.monotonic() + timeout
+    for url in urls:
+        wait_for_state(url, accept, what, max(0.0, deadline - time.monotonic()))
+
+
+def model_errors(urls: Sequence[str], version: str) -> float:
+    """Rows ``version`` failed to score, summed over the replicas."""
+    return sum(read_state(url).model_errors.get(version, 0.0) for url in urls)

@@ -194,6 +194,11 @@ class PromotionSettings(_Strict):
     max_score_psi: float = _field(0.25, "shift of challenger scores against the champion's in a canary step", ge=0)
     approval_timeout_seconds: int = _field(86_400, "no valid answer in this time is a rejection", gt=0)
     service_url: str = _field("http://127.0.0.1:3000", "the scoring service whose traffic shadow and canary watch")
+    replica_urls: list[str] = _field(
+        list,
+        "each replica's own URL, where a routing change must be confirmed before it counts (empty: service_url);"
+        " a host name resolving to several addresses (a Kubernetes headless Service) counts each",
+    )
     routing_lease_seconds: float = _field(
         120, "shadow or canary routing the promote flow has not renewed for this long is ignored by the service", gt=0
     )

@@ -40,7 +40,7 @@ def referenced_metrics() -> set[str]:
 
 def test_the_alert_rules_pass_promtool_check() -> None:
     done = promtool("check", "rules", "rules.yml")
-    assert done.returncode == 0 and "SUCCESS: 7 rules found" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and "SUCCESS: 10 rules found" in done.stdout, done.stdout + done.stderr
     config = promtool("check", "config", "--syntax-only", "prometheus.yml")
     assert config.returncode == 0, config.stdout + config.stderr
 
@@ -169,3 +169,15 @@ def test_the_dask_manifests_start_a_cluster_the_score_flow_reaches_with_what_its
         if "persistentVolumeClaim" in v
     }
     assert claims == {"slipway-home"} <= shared
+
+
+def test_a_headless_service_names_every_ready_scoring_replica_for_the_promote_flow() -> None:
+    docs = list(yaml.safe_load_all((INFRA / "k8s" / "scoring.yaml").read_text()))
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    headless = next(d for d in docs if d["kind"] == "Service" and d["spec"].get("clusterIP") == "None")
+    assert headless["spec"]["clusterIP"] == "None" and not headless["spec"].get("publishNotReadyAddresses", False)
+    assert headless["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    [port] = headless["spec"]["ports"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert port["targetPort"] == container["ports"][0]["name"] and port["port"] == container["ports"][0]["containerPort"]
+    assert f"http://{headless['metadata']['name']}:{port['port']}" in (INFRA / "README.md").read_text()

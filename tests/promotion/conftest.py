@@ -22,6 +22,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from models.decision import KEY_ENV
 from models.policy import Answer
 from models.registry import CHALLENGER, CHAMPION, publish_decision
 from models.routing import Routing
@@ -158,6 +159,7 @@ def stage(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iter
     root = tmp_path_factory.mktemp("promotion")
     prefect = temporary_settings(updates={PREFECT_API_URL: prefect_server})
     with sample_service(root, promotion_key=PROMOTION_KEY) as served, prefect:
+        os.environ[KEY_ENV] = signing.private_pem(PROMOTION_KEY)  # flows run in-process sign too (restored on exit)
         traffic = Traffic(served.url, per_second=80).entities(served.entity_ids)
         try:
             yield Stage(served, prefect_server, root)

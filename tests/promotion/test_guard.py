@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,11 +114,24 @@ def test_a_killed_guard_is_taken_over_and_a_clean_watch_ends_the_shadow(stage: S
     first.wait(timeout=10)
     dead = watch_hold(stage)
     assert dead is not None
-    # As if the dead guard had renewed its hold just before it died: on a slow machine the next guard's start-up
-    # alone can outlast the 30 s lease, and that guard must meet a fresh hold here, not a lapsed one.
-    renewed = {"run": dead.run_id, "renewed": datetime.now(UTC).isoformat()}
-    client.set_registered_model_tag(stage.name, GUARD_TAG, json.dumps(renewed))
-    code, out = finish(start_guard(stage, params), timeout=60)  # the hold is still fresh: not two guards at once
+    # As if the dead guard were still renewing its hold: on a slow machine the next guard's start-up alone can
+    # outlast the 30 s lease, and that guard must meet a fresh hold here, not a lapsed one.
+    renewing = threading.Event()
+
+    def renew() -> None:
+        while True:
+            renewed = {"run": dead.run_id, "renewed": datetime.now(UTC).isoformat()}
+            client.set_registered_model_tag(stage.name, GUARD_TAG, json.dumps(renewed))
+            if renewing.wait(5):
+                return
+
+    renewer = threading.Thread(target=renew, daemon=True)
+    renewer.start()
+    try:
+        code, out = finish(start_guard(stage, params), timeout=120)  # the hold is fresh: not two guards at once
+    finally:
+        renewing.set()
+        renewer.join(timeout=30)
     assert code == 0 and "guard guarded_elsewhere" in out, out
 
     held = watch_hold(stage)

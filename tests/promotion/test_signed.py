@@ -21,10 +21,11 @@ from models.registry import alias_version
 from models.routing import Mode, Routing
 from slipway.audit import AuditLog
 from slipway.catalog import TAMPERED_EVENT
-from slipway.service_metrics import read_state, wait_for_state
+from slipway.processes import answers, free_port, running_server
+from slipway.service_metrics import read_state, wait_for_replicas, wait_for_state
 from tests.conftest import REPO
 from tests.promotion.conftest import Stage
-from tests.promotion.test_promote import EXIT_REFUSED, audit_length, served_versions
+from tests.promotion.test_promote import EXIT_REFUSED, LENIENT, audit_length, finish, served_versions
 
 pytestmark = pytest.mark.e2e
 
@@ -130,3 +131,26 @@ def test_the_break_glass_switch_is_signed_audited_and_refuses_what_cannot_be_loa
     state = wait_for_state(stage.served.url, lambda s: s.champion == "2", "the switched champion", 30)
     assert not state.unverified and served_versions(stage) == {"2"}
     stage.reset(champion="1", challenger="2")
+
+
+def test_routing_counts_only_once_every_replica_confirms_it(stage: Stage, tmp_path: Path) -> None:
+    stage.reset(champion="1", challenger="2")
+    port = free_port()
+    second = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).parent / "bentoml"), "serve", "bentos.service:Scoring", "--port", str(port)]
+    command += ["--host", "127.0.0.1"]
+    both = [stage.served.url, second]
+    # its own BENTOML_HOME: `bentoml serve` empties the Prometheus directory under it at start, which would freeze
+    # the first replica's /metrics at whatever the second one last wrote
+    env = {**stage.served.env, "BENTOML_HOME": str(tmp_path / "bentoml")}
+    with running_server(command, answers(f"{second}/readyz"), tmp_path / "replica.log", env=env, cwd=REPO):
+        stage.sign("1", Routing(Mode.SHADOW, version="2"))
+        wait_for_replicas(both, lambda s: s.challenger == "2" and s.shadow, "shadow of v2 on both replicas", 30)
+        assert read_state(stage.served.url).decision_seq == read_state(second).decision_seq > 0  # the same decision
+        stage.sign("1", Routing())
+        wait_for_replicas(both, lambda s: s.challenger is None, "champion only on both replicas", 30)
+    # the second replica is gone: a promotion that must confirm routing on it does not go on without it
+    params = stage.params(replica_urls=both, **LENIENT)
+    code, out = finish(stage.start_promote(params, "requested_by=alice"))
+    assert code != 0 and f"scoring service at {second} did not answer /metrics" in out, out
+    assert alias_version(stage.name, "champion") == "1" and read_state(stage.served.url).challenger is None
