@@ -4,6 +4,7 @@ role owns its databases but is no superuser; the scoring service's role reads th
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -22,14 +23,34 @@ pytestmark = pytest.mark.services
 APP, READER = "app-secret-1", "reader-secret-1"
 
 
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _binary(name: str) -> str | None:
+    """On PATH, or where Debian's postgresql packages put it (/usr/lib/postgresql/<major>/bin)."""
+    found = shutil.which(name)
+    if found is None:
+        candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]))
+        found = str(candidates[-1]) if candidates else None
+    return found
+
+
+OWNER = "postgres" if _has_user("postgres") else "nobody"  # initdb refuses to run as root
+
+
 def _as_postgres(command: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+    return ["runuser", "-u", OWNER, "--", *command] if os.geteuid() == 0 else command
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[int, Path]]:
     """A fresh cluster: the superuser over a local socket (trust), every other role over TCP with its password."""
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
     if initdb is None or pg_ctl is None:
         unavailable("PostgreSQL's initdb and pg_ctl are not on PATH")
     assert initdb is not None and pg_ctl is not None
@@ -37,8 +58,8 @@ def cluster() -> Iterator[tuple[int, Path]]:
     data, sockets = root / "data", root / "sockets"
     sockets.mkdir()
     if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
+        shutil.chown(root, OWNER)
+        shutil.chown(sockets, OWNER)
     setup = [initdb, "-D", str(data), "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256"]
     subprocess.run(_as_postgres(setup), check=True, capture_output=True, timeout=120)
     port = free_port()
