@@ -207,18 +207,24 @@ class RegistryTampered(Refused):
     """The registry's champion or routing is not what was signed: changed outside Slipway's flows."""
 
 
+def _signed_state(name: str, decision_key: str) -> tuple[Decision | None, list[str]]:
+    """The signed decision and where the registry disagrees with it, from one read of the registered model."""
+    registered = MlflowClient().get_registered_model(name)
+    tags = dict(registered.tags or {})
+    text = tags.get(DECISION_TAG)
+    if not text:
+        return None, []
+    try:
+        signed = decision.read(text, signing.public_key(decision_key, "promotion.decision_key"), name)
+    except decision.Unverified as exc:
+        return None, [str(exc)]
+    alias = (registered.aliases or {}).get(CHAMPION)
+    return signed, decision.mismatches(signed, None if alias is None else str(alias), Routing.from_tags(tags))
+
+
 def signed_state_problems(name: str, decision_key: str) -> list[str]:
     """Where the registry disagrees with the signed decision (empty when it agrees or nothing is signed)."""
-    if not decision_key:
-        return []
-    try:
-        signed = signed_decision(name, signing.public_key(decision_key, "promotion.decision_key"))
-    except decision.Unverified as exc:
-        return [str(exc)]
-    if signed is None:
-        return []
-    routing = Routing.from_tags(dict(MlflowClient().get_registered_model(name).tags or {}))
-    return decision.mismatches(signed, alias_version(name, CHAMPION), routing)
+    return _signed_state(name, decision_key)[1] if decision_key else []
 
 
 def served_champion(name: str, decision_key: str) -> str | None:
@@ -229,14 +235,13 @@ def served_champion(name: str, decision_key: str) -> str | None:
     """
     if not decision_key:
         return alias_version(name, CHAMPION)
-    problems = signed_state_problems(name, decision_key)
+    signed, problems = _signed_state(name, decision_key)
     if problems:
         raise RegistryTampered(
             f"{name!r}: the registry disagrees with the signed decision ({'; '.join(problems)}): it was changed "
             "outside Slipway's flows. 'slipway history' shows the audit trail; 'slipway run switch version=N "
             "reason=...' re-signs a champion"
         )
-    signed = signed_decision(name, signing.public_key(decision_key, "promotion.decision_key"))
     return signed.champion if signed is not None else None
 
 
