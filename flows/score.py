@@ -62,7 +62,8 @@ def versions(settings: Settings) -> tuple[str, str | None]:
 @task(cache_policy=NO_CACHE)
 def score_partitions(settings: Settings, rows: dd.DataFrame, job: BatchJob) -> list[dict[str, object]]:
     """One task per partition on the cluster, each reported as it finishes."""
-    return batch.score_on_cluster(rows, job, settings.batch.local_workers, print)
+    name = settings.registry.model_name
+    return batch.score_on_cluster(rows, job, settings.batch.local_workers, print, lambda v: registry.load_scorer(name, v))
 
 
 def _as_of(as_of: str | None, now: datetime) -> pd.Timestamp:

@@ -5,21 +5,25 @@ scored with the champion (and the challenger while it is in shadow or canary),
 and written as one Parquet part of the run's staging folder, one rejects part and
 one part of the batch prediction log the monitor reads. Part names are fixed by
 the partition number, so a partition re-run after a lost worker overwrites its own
-files instead of adding rows. Each worker process loads a version once
-(:func:`scorer`), not once per partition.
+files instead of adding rows.
+
+Each worker holds a version's compiled scorer once, not once per partition: the flow
+loads it from the registry once and sends it to every worker that does not hold it
+yet (:func:`ship_scorers`), so workers neither import MLflow nor each load the model;
+a worker that joins mid-run loads it itself (:func:`scorer`).
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dask.dataframe as dd
-import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -59,15 +63,51 @@ class BatchJob:
 
 
 def scorer(tracking_uri: str, model_name: str, version: str) -> FastScorer:
-    """The version's compiled scorer, loaded once per worker process."""
+    """The version's compiled scorer as this process holds it; loaded from the registry if it was not sent."""
     key = (tracking_uri, model_name, version)
     with _LOCK:
         if key not in _SCORERS:
+            import mlflow  # only a worker that joined after the scorers were sent pays for MLflow
+
+            from models.registry import load_scorer
+
             mlflow.set_tracking_uri(tracking_uri)
-            inner = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model()
-            _SCORERS[key] = FastScorer(inner.pipeline, inner.data)
-            LOADS[version] = LOADS.get(version, 0) + 1
+            _install(key, load_scorer(model_name, version))
         return _SCORERS[key]
+
+
+def _install(key: tuple[str, str, str], loaded: FastScorer) -> None:
+    _SCORERS[key] = loaded
+    LOADS[key[2]] = LOADS.get(key[2], 0) + 1
+
+
+def held_scorers() -> list[tuple[str, str, str]]:
+    """The scorers this process holds (run on each worker)."""
+    with _LOCK:
+        return list(_SCORERS)
+
+
+def install_scorer(key: tuple[str, str, str], loaded: FastScorer) -> None:
+    """Hold a scorer the flow sent (run on each worker that lacks it)."""
+    with _LOCK:
+        if tuple(key) not in _SCORERS:
+            _install((key[0], key[1], key[2]), loaded)
+
+
+def ship_scorers(client: Any, job: BatchJob, load: Callable[[str], FastScorer]) -> dict[str, int]:
+    """Load each of the run's versions here once and send it to the workers that do not hold it yet.
+
+    Returns how many workers each version was sent to (none: every worker held it).
+    """
+    held = {worker: {tuple(k) for k in keys} for worker, keys in client.run(held_scorers).items()}
+    sent = {}
+    for version in [job.version, *([job.shadow_version] if job.shadow_version else [])]:
+        key = (job.tracking_uri, job.model_name, version)
+        missing = [worker for worker, keys in held.items() if key not in keys]
+        if missing:
+            client.run(install_scorer, key, load(version), workers=missing)
+            sent[version] = len(missing)
+    return sent
 
 
 def _trimmed(values: pd.Series) -> pa.Array:
@@ -212,15 +252,28 @@ def input_rows(source: str | None, gold: Path, data: DataSettings, cfg: BatchSet
 
 
 def score_on_cluster(
-    rows: dd.DataFrame, job: BatchJob, local_workers: int | None, report: Callable[[str], None]
+    rows: dd.DataFrame,
+    job: BatchJob,
+    local_workers: int | None,
+    report: Callable[[str], None],
+    load: Callable[[str], FastScorer],
 ) -> list[dict[str, Any]]:
-    """Score every partition on the cluster (``DASK_SCHEDULER_ADDRESS``, else a local one); counts per partition."""
+    """Score every partition on the cluster (``DASK_SCHEDULER_ADDRESS``, else a local one); counts per partition.
+
+    ``load`` gives a version's scorer from the registry; it is called once per version, here,
+    and only when some worker does not hold that version yet.
+    """
     parts = rows.to_delayed()
     tasks = [delayed(score_partition)(part, i, job, dask_key_name=f"score-{job.run_id}-{i}") for i, part in enumerate(parts)]
     done: list[dict[str, Any]] = []
+    started = time.monotonic()
     with dask_client(local_workers) as client:
+        sent = ship_scorers(client, job, load)
+        shipped = "; ".join(f"version {v} loaded and sent to {n} worker(s)" for v, n in sent.items())
+        report(f"score: {shipped or 'every worker held the model already'} ({time.monotonic() - started:.1f} s)")
         for future in as_completed(client.compute(tasks)):
             done.append(future.result())
             scored = sum(int(d["rows_in"]) for d in done)
-            report(f"score: {len(done)}/{len(parts)} partitions, {scored} rows (last on {done[-1]['worker']})")
+            elapsed = time.monotonic() - started
+            report(f"score: {len(done)}/{len(parts)} partitions, {scored} rows (last on {done[-1]['worker']}, {elapsed:.1f} s)")
     return sorted(done, key=lambda d: int(d["part"]))

@@ -12,18 +12,20 @@ import ctypes
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.pipeline import Pipeline
 from xgboost._data_utils import array_interface
 from xgboost.core import _LIB, _check_call
 
 from features.gold import MISSING_CATEGORY, category_text
 from slipway.settings import DataSettings
+
+if TYPE_CHECKING:  # not needed to score: a worker that receives a scorer does not import sklearn
+    from sklearn.pipeline import Pipeline
 
 
 @dataclass(frozen=True)

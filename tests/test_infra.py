@@ -149,6 +149,12 @@ def test_the_dask_manifests_start_a_cluster_the_score_flow_reaches_with_what_its
     s = dask_scheduler.main.make_context("dask scheduler", list(scheduler["args"][1:])).params  # type: ignore[index]
     w = dask_worker.main.make_context("dask worker", list(worker["args"][1:])).params  # type: ignore[index]
     assert scheduler["command"] == worker["command"] == ["dask"] and scheduler["args"][0] == "scheduler"  # type: ignore[index]
+    # both import the scoring code when they start (the scheduler unpacks the graph), not during a run
+    assert "models.batch" in s["preload"] and "models.batch" in w["preload"]
+    compose = yaml.safe_load((INFRA / "compose.yaml").read_text())["services"]
+    for service, command in (("dask-scheduler", dask_scheduler), ("dask-worker", dask_worker)):
+        entry = compose[service]["entrypoint"]
+        assert "models.batch" in command.main.make_context(entry[0], entry[2:]).params["preload"], service
     service = docs["dask-scheduler/Service"]["spec"]
     comm = next(p for p in service["ports"] if p["name"] == "tcp-comm")
     assert w["scheduler"] == f"tcp://dask-scheduler:{comm['port']}" and comm["port"] == int(s["port"]) == 8786

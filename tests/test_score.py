@@ -81,11 +81,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> It
         stack.enter_context(running_server(moto, answers(f"{s3['AWS_ENDPOINT_URL']}/"), root / "moto.log"))
         env.update(s3)  # the workers write S3 outputs with the standard variables
         scheduler = [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
+        scheduler += ["--preload", "models.batch"]  # as infra/ starts it: the graph's code is imported before a run
         stack.enter_context(running_server(scheduler, lambda: not port_is_free(port), root / "scheduler.log", env=env))
         workers = []
         for i in range(2):
             command = [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--name", f"w{i}", "--no-dashboard"]
-            command += ["--memory-limit", "1GiB"]
+            command += ["--memory-limit", "1GiB", "--preload", "models.batch"]
             ready = (lambda n: lambda: _workers_connected(address, n))(i + 1)
             workers.append(stack.enter_context(running_server(command, ready, root / f"worker-{i}.log", env=env)))
         gold = pd.read_parquet(home / "lake" / "gold" / "features.parquet")
@@ -103,6 +104,13 @@ def _worker_loads(address: str) -> dict[str, dict[str, int]]:
 
     with Client(address, timeout="10s") as client:
         return dict(client.run(loads))
+
+
+def _imported_mlflow(address: str) -> dict[str, bool]:
+    from distributed import Client
+
+    with Client(address, timeout="10s") as client:
+        return dict(client.run(lambda: "mlflow" in sys.modules))
 
 
 def _once(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -148,6 +156,7 @@ def test_a_source_is_scored_on_both_workers_with_the_pyfuncs_scores(cluster: Clu
     assert len({p["worker"] for p in manifest["partitions"]}) == 2  # both workers scored partitions
     loads = _worker_loads(cluster.address)
     assert sorted(loads) == sorted(p["worker"] for p in _once(manifest)) and all(v == {"1": 1} for v in loads.values())
+    assert not any(_imported_mlflow(cluster.address).values())  # the flow loaded the model and sent it to them
     out = pd.read_parquet(run)
     assert len(out) == manifest["rows_scored"] == len(dd.read_parquet(str(run)))
     assert list(out.columns) == ["entity", "score", "model_version", "scored_at"] and out["entity"].is_unique
@@ -157,6 +166,32 @@ def test_a_source_is_scored_on_both_workers_with_the_pyfuncs_scores(cluster: Clu
     rejects = pd.read_parquet(run.parent / "rejects" / run.name)
     assert sorted(rejects["reason"]) == ["missing feature region", "page_views: not a number: n/a"]
     assert not any((run.parent / "_staging").iterdir())  # nothing staged is left behind
+
+
+def test_a_worker_that_joins_gets_the_model_from_the_flow_or_loads_it_itself(cluster: Cluster, tmp_path: Path) -> None:
+    source_folder(cluster, tmp_path / "source", copies=1, bad=False, parts=2)
+    score(cluster, f"source={tmp_path / 'source'}")  # every worker of the fixture holds version 1 now
+    before = _worker_loads(cluster.address)
+    command = [str(BIN / "dask"), "worker", cluster.address, "--nthreads", "1", "--name", "late", "--no-dashboard"]
+    ready = lambda: _workers_connected(cluster.address, 3)  # noqa: E731
+    with running_server(command, ready, tmp_path / "late-worker.log", env=cluster.env):
+        run = ["run", "score", "--params", str(cluster.params), f"source={tmp_path / 'source'}"]
+        done = slipway(run, cluster.env, timeout=600, check=True)
+        assert "version 1 loaded and sent to 1 worker(s)" in done.stdout + done.stderr  # only to the one without it
+        loads = _worker_loads(cluster.address)
+        late = next(w for w in loads if w not in before)
+        assert loads == {**before, late: {"1": 1}}
+        assert _imported_mlflow(cluster.address)[late] is False
+        # a worker that joins after the model was sent (a replacement, mid-run) loads it from the registry itself
+        from distributed import Client
+
+        from models import batch
+
+        with Client(cluster.address, timeout="10s") as client:
+            uri = cluster.env["MLFLOW_TRACKING_URI"]
+            width = client.run(lambda: batch.scorer(uri, "lead-scoring", "2").layout.width, workers=[late])[late]
+        assert width > 0 and _worker_loads(cluster.address)[late] == {"1": 1, "2": 1}
+        assert _imported_mlflow(cluster.address)[late] is True
 
 
 def test_without_a_source_every_entity_of_the_feature_store_is_scored_once(cluster: Cluster) -> None:
