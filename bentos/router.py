@@ -46,6 +46,17 @@ class Snapshot:
     lease_expired: bool = False  # the registry's routing record is ignored: its lease ran out
     decision_seq: int = 0  # the signed decision served (0: decisions are not signed)
     unverified: tuple[str, ...] = ()  # what in the registry is not served because it is not signed
+    from_bundle: bool = False  # the registry was unreachable at start: the champion bundled in the Bento serves
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """A model version packaged in the Bento (``slipway run package``), for starting while the registry is down."""
+
+    version: str
+    alias: str
+    decision: str | None  # the signed decision the registry held when it was packaged
+    load: Callable[[], LoadedModel]
 
 
 RegistryView = tuple[dict[str, str], dict[str, str]]  # aliases (alias → version), registered-model tags
@@ -74,6 +85,7 @@ class ModelRouter:
         load: Callable[[str], LoadedModel] | None = None,
         poll: bool = True,
         verify_key: Ed25519PublicKey | None = None,
+        bundle: Callable[[], Sequence[Bundled]] = lambda: (),
     ) -> None:
         self.model_name = model_name
         self.poll_seconds = poll_seconds
@@ -86,6 +98,7 @@ class ModelRouter:
         self.verify_key = verify_key  # set: only signed decisions are served (see models.decision)
         self.decision: Decision | None = None  # the last decision verified
         self._suspect: tuple[str, ...] = ()  # disagreements seen on the last read, reported once they persist
+        self._bundle: Callable[[], Sequence[Bundled]] | None = bundle  # tried once, if the first read fails
         self._cache: dict[str, LoadedModel] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="registry-poller", daemon=True)
@@ -136,8 +149,45 @@ class ModelRouter:
         except Exception as exc:  # noqa: BLE001 - whatever the registry or its database raises, the poller must live on
             self.last_error = f"{type(exc).__name__}: {exc}"
             LOGGER.warning("registry refresh failed, keeping the current models: %s", self.last_error)
+            if self.snapshot.champion is None and self._bundle is not None:
+                self._start_from_bundle(self._bundle)
         self.on_refresh(self.snapshot)
         return self.snapshot
+
+    def _start_from_bundle(self, bundle: Callable[[], Sequence[Bundled]]) -> None:
+        """Serve the champion packaged in the Bento until the registry answers (tried once per process).
+
+        With signed decisions, only a bundled champion whose bundled decision verifies and
+        names it is served; the newest such decision wins, and it becomes the decision a
+        later registry record must not be older than. Traffic goes to the champion alone.
+        """
+        self._bundle = None
+        try:
+            found = [b for b in bundle() if b.alias == CHAMPION]
+            if self.verify_key is not None:
+                signed = []
+                for candidate in found:
+                    try:
+                        read = decision.read(candidate.decision, self.verify_key, self.model_name)
+                    except decision.Unverified as exc:
+                        LOGGER.error("bundled v%s not served: %s", candidate.version, exc)
+                        continue
+                    if read.champion == candidate.version:
+                        signed.append((read.seq, candidate, read))
+                if not signed:
+                    return
+                _, chosen, self.decision = max(signed, key=lambda item: item[0])
+            elif found:
+                chosen = found[-1]
+            else:
+                return
+            champion = self._cache[chosen.version] = chosen.load()
+        except Exception:  # a broken bundle leaves the replica waiting for the registry, as before
+            LOGGER.exception("the bundled champion cannot be loaded; waiting for the registry")
+            return
+        seq = self.decision.seq if self.decision else 0
+        self.snapshot = Snapshot(champion, None, Routing(), False, seq, (), from_bundle=True)
+        LOGGER.warning("registry unreachable at start: serving v%s bundled in the Bento", champion.version)
 
     def _verified(
         self, aliases: dict[str, str], tags: dict[str, str], key: Ed25519PublicKey

@@ -24,9 +24,11 @@ from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 
 from bentos.contract import Prediction, PredictResponse, build_contract
 from bentos.guard import RequestGuard
-from bentos.router import ModelRouter, Snapshot
+from bentos.router import Bundled, LoadedModel, ModelRouter, Snapshot
 from bentos.scoring import NonFiniteScore, log_records, score_rows
 from bentos.shadow import ShadowBatcher
+from models.decision import DECISION_TAG
+from models.fast_scorer import FastScorer
 from models.routing import shadows
 from slipway.feature_store import OnlineReader, open_store
 from slipway.paths import prepare_environment
@@ -108,6 +110,29 @@ def _publish_routing(snap: Snapshot) -> None:
     SERVING["registry_error"].set(1 if _SERVING and _SERVING[0].router.last_error else 0)
 
 
+def _bundled() -> list[Bundled]:
+    """The versions ``slipway run package`` put in this Bento (served from source: the local model store), oldest first."""
+    name = SETTINGS.registry.model_name
+    models = sorted(
+        (m for m in bentoml.models.list() if m.info.labels.get("model_name") == name and "registry_version" in m.info.labels),
+        key=lambda m: m.info.creation_time,
+    )
+    return [
+        Bundled(
+            m.info.labels["registry_version"],
+            m.info.labels.get("alias", ""),
+            str(m.info.metadata[DECISION_TAG]) if DECISION_TAG in m.info.metadata else None,
+            functools.partial(_load_bundled, str(m.tag), m.info.labels["registry_version"]),
+        )
+        for m in models
+    ]
+
+
+def _load_bundled(tag: str, version: str) -> LoadedModel:
+    inner = bentoml.mlflow.load_model(tag).unwrap_python_model()
+    return LoadedModel(version, FastScorer(inner.pipeline, inner.data))
+
+
 @bentoml.service(
     name="slipway_scoring",
     traffic={"timeout": 30},
@@ -120,7 +145,7 @@ class Scoring:
 
     def __init__(self) -> None:
         self.router = ModelRouter(
-            SETTINGS.registry.model_name, SETTINGS.serving.poll_seconds, _publish_routing, verify_key=VERIFY_KEY
+            SETTINGS.registry.model_name, SETTINGS.serving.poll_seconds, _publish_routing, verify_key=VERIFY_KEY, bundle=_bundled
         )
         data, serving = SETTINGS.data, SETTINGS.serving
         self.log = PredictionLog(
@@ -265,6 +290,7 @@ def _status() -> tuple[bool, dict[str, Any]]:
         "decision_seq": snap.decision_seq or None,
         "unverified": list(snap.unverified),
         "registry_error": router.last_error,
+        "from_bundle": snap.from_bundle,  # the registry was unreachable at start: the Bento's champion serves
     }
     return snap.champion is not None, detail
 

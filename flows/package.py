@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import load_params
+from models.decision import DECISION_TAG
 from models.registry import CHALLENGER, CHAMPION
 from models.routing import Mode, Routing
 from slipway.settings import Settings
@@ -43,10 +44,16 @@ def import_models(settings: Settings, served: dict[str, str]) -> tuple[list[str]
     """Copy each served version into the BentoML model store; collect lineage labels."""
     client, name = MlflowClient(), settings.registry.model_name
     tags, labels = [], {"model_name": name}
+    signed = (client.get_registered_model(name).tags or {}).get(DECISION_TAG)
     for alias, version in served.items():
         lineage = client.get_model_version(name, version).tags
-        model_labels = {"registry_version": version, "alias": alias, **{k: lineage[k] for k in LINEAGE if k in lineage}}
-        model = bentoml.mlflow.import_model(f"{name}-v{version}", f"models:/{name}/{version}", labels=model_labels)
+        model_labels = {"model_name": name, "registry_version": version, "alias": alias}
+        model_labels.update({k: lineage[k] for k in LINEAGE if k in lineage})
+        # the signed decision goes with the champion: a replica that starts while the registry is down
+        # serves this champion only if the decision verifies (bentos/router.py)
+        metadata = {DECISION_TAG: signed} if signed and alias == CHAMPION else {}
+        uri = f"models:/{name}/{version}"
+        model = bentoml.mlflow.import_model(f"{name}-v{version}", uri, labels=model_labels, metadata=metadata)
         tags.append(str(model.tag))
         labels[f"{alias}_version"] = version
         labels.update({f"{alias}_{k}": v for k, v in model_labels.items() if k in LINEAGE})

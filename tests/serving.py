@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,19 +59,24 @@ def sample_service(
     tracking_uri: str | None = None,
     ready: str = "/readyz",
     promotion_key: Ed25519PrivateKey | None = None,
+    extra_env: dict[str, str] | None = None,
+    before_serve: Callable[[dict[str, str]], None] | None = None,
 ) -> Iterator[Served]:
     """Build the sample deployment under ``root`` and serve it until the block ends.
 
     ``serving``: params overrides; ``tracking_uri``: the registry the service reads, if not the
     deployment's own database (an MLflow server in front of it); ``ready``: the path awaited;
     ``promotion_key``: decisions are signed with it (``promotion.decision_key``), and the
-    environment the flows get holds it (``SLIPWAY_PROMOTION_KEY``).
+    environment the flows get holds it (``SLIPWAY_PROMOTION_KEY``); ``extra_env``: added to the
+    environment of the flows and the service; ``before_serve``: run with that environment once the
+    deployment is built, before ``bentoml serve`` starts (e.g. ``slipway run package``).
     """
     env = {
         **os.environ,
         "SLIPWAY_HOME": str(root / "home"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'home' / 'mlflow' / 'mlflow.db'}",
         "SLIPWAY_PARAMS": str(root / "params.yaml"),
+        **(extra_env or {}),
     }
     if promotion_key is not None:
         env[KEY_ENV] = signing.private_pem(promotion_key)
@@ -82,6 +87,8 @@ def sample_service(
 
         prepare_environment()
         settings, home, test = _prepare(root, serving or {}, promotion_key)
+        if before_serve is not None:
+            before_serve(env)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         command = [

@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bentos.router import ModelRouter
+from bentos.router import Bundled, LoadedModel, ModelRouter
 from models import decision
 from models.decision import DECISION_TAG, Decision
 from models.routing import Mode, Routing
 from slipway import signing
+from tests.bentos.stubs import Linear, model
 from tests.bentos.test_router import FakeRegistry
 
 KEY = signing.new_private_key()
@@ -152,3 +153,81 @@ def test_the_signing_key_must_match_the_configured_public_key(monkeypatch: pytes
     monkeypatch.delenv(decision.KEY_ENV)
     with pytest.raises(signing.KeyProblem, match="SLIPWAY_PROMOTION_KEY is not set"):
         decision.signer(configured)
+
+
+def bundled(version: str, text: str | None, alias: str = "champion") -> Bundled:
+    """A version packaged in the Bento, with the signed decision packaged beside it."""
+    return Bundled(version, alias, text, lambda: model(version, Linear(0.0)))
+
+
+def started_while_down(registry: FakeRegistry, bundle: list[Bundled], key: Ed25519PrivateKey | None = KEY) -> ModelRouter:
+    registry.down = True
+    return ModelRouter(
+        "m",
+        3600,
+        read=registry.read,
+        load=registry.load,
+        poll=False,
+        verify_key=key.public_key() if key else None,
+        bundle=lambda: bundle,
+    )
+
+
+def test_a_replica_started_while_the_registry_is_down_serves_the_bundled_champion_then_follows_the_registry() -> None:
+    registry = signed_registry("1", seq=10)
+    r = started_while_down(registry, [bundled("1", registry.tags[DECISION_TAG]), bundled("2", None, "challenger")])
+    snap = r.snapshot
+    assert snap.from_bundle and snap.champion is not None and snap.champion.version == "1" and snap.challenger is None
+    assert snap.decision_seq == 10 and r.last_error is not None and registry.loads == []  # nothing from the registry
+    publish(registry, "2", seq=11)
+    registry.down = False
+    assert served(r) == ("2", None, Mode.CHAMPION, 0) and not r.snapshot.from_bundle and r.last_error is None
+
+
+def test_the_bundle_is_refused_when_its_decision_is_forged_missing_or_names_another_version() -> None:
+    registry = signed_registry("1")
+    forged = Decision("m", "1", CHAMPION_ONLY, 99).signed(MALLORY)
+    other = Decision("m", "2", CHAMPION_ONLY, 12).signed(KEY)
+    for bundle in ([bundled("1", forged)], [bundled("1", None)], [bundled("1", other)], [bundled("1", "garbage")]):
+        r = started_while_down(signed_registry("1"), bundle)
+        assert r.snapshot.champion is None and not r.snapshot.from_bundle  # /readyz stays 503: nothing verified
+    assert registry.loads == []
+
+
+def test_the_newest_signed_bundle_wins_and_an_older_registry_record_is_a_replay() -> None:
+    registry = signed_registry("1", seq=10)
+    old = registry.tags[DECISION_TAG]
+    newer = Decision("m", "2", CHAMPION_ONLY, 20).signed(KEY)
+    r = started_while_down(registry, [bundled("2", newer), bundled("1", old)])
+    assert r.snapshot.champion is not None and r.snapshot.champion.version == "2" and r.snapshot.decision_seq == 20
+    registry.down = False  # the registry still holds #10 (put back, or never updated): not served over #20
+    assert served(r)[0] == "2" and served(r)[0] == "2"
+    assert any("older than #20" in reason for reason in r.snapshot.unverified)
+
+
+def test_without_signing_the_newest_bundled_champion_serves_and_the_bundle_is_tried_once() -> None:
+    registry = FakeRegistry()
+    calls: list[int] = []
+
+    def bundle() -> list[Bundled]:
+        calls.append(1)
+        return [bundled("3", None)]
+
+    registry.down = True
+    r = ModelRouter("m", 3600, read=registry.read, load=registry.load, poll=False, bundle=bundle)
+    assert r.snapshot.champion is not None and r.snapshot.champion.version == "3" and r.snapshot.from_bundle
+    r.refresh()
+    assert calls == [1]
+    registry.down = False
+    assert served(r)[0] == "1" and not r.snapshot.from_bundle  # the registry's champion once it answers
+
+
+def test_a_bundle_that_cannot_be_loaded_leaves_the_replica_waiting_for_the_registry() -> None:
+    def broken() -> LoadedModel:
+        raise OSError("bundled artifact missing")
+
+    registry = signed_registry("1")
+    r = started_while_down(registry, [Bundled("1", "champion", registry.tags[DECISION_TAG], broken)])
+    assert r.snapshot.champion is None
+    registry.down = False
+    assert served(r)[0] == "1"
