@@ -59,6 +59,12 @@ def versions(settings: Settings) -> tuple[str, str | None]:
     return champion, challenger if in_evaluation else None
 
 
+def fingerprint(name: str, version: str) -> str:
+    """What tells this model version from another that reuses its number (a registry recreated under the same URI)."""
+    found = MlflowClient().get_model_version(name, version)
+    return f"{found.run_id}:{found.creation_timestamp}"
+
+
 @task(cache_policy=NO_CACHE)
 def score_partitions(settings: Settings, rows: dd.DataFrame, job: BatchJob) -> list[dict[str, object]]:
     """One task per partition on the cluster, each reported as it finishes."""
@@ -91,6 +97,7 @@ def score(params: str = "params.yaml", source: str | None = None, as_of: str | N
         run_id=folders.run,
         scored_at=now.isoformat(),
         shadow_version=shadow,
+        fingerprints={v: fingerprint(name, v) for v in (champion, shadow) if v is not None},
         carry=list(settings.batch.carry_columns),
     )
     try:

@@ -39,7 +39,8 @@ from slipway.lake import write_parquet
 from slipway.settings import BatchSettings, DataSettings
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-_SCORERS: dict[tuple[str, str, str], FastScorer] = {}
+ScorerKey = tuple[str, str, str, str]  # tracking URI, model, version, the version's fingerprint (run id, creation time)
+_SCORERS: dict[ScorerKey, FastScorer] = {}
 _LOCK = threading.Lock()
 LOADS: dict[str, int] = {}  # version → times this process loaded it (tests read it on the workers)
 
@@ -58,13 +59,20 @@ class BatchJob:
     run_id: str
     scored_at: str
     shadow_version: str | None = None
+    # version → its run id and creation time: a registry recreated under the same URI, whose "v1" is
+    # another model, never meets a scorer a long-running worker still holds for the old one
+    fingerprints: dict[str, str] = field(default_factory=dict)
     carry: list[str] = field(default_factory=list)
     threads: int = 1
 
 
-def scorer(tracking_uri: str, model_name: str, version: str) -> FastScorer:
+def scorer_key(job: BatchJob, version: str) -> ScorerKey:
+    return (job.tracking_uri, job.model_name, version, job.fingerprints.get(version, ""))
+
+
+def scorer(key: ScorerKey) -> FastScorer:
     """The version's compiled scorer as this process holds it; loaded from the registry if it was not sent."""
-    key = (tracking_uri, model_name, version)
+    tracking_uri, model_name, version, _ = key
     with _LOCK:
         if key not in _SCORERS:
             import mlflow  # only a worker that joined after the scorers were sent pays for MLflow
@@ -76,22 +84,22 @@ def scorer(tracking_uri: str, model_name: str, version: str) -> FastScorer:
         return _SCORERS[key]
 
 
-def _install(key: tuple[str, str, str], loaded: FastScorer) -> None:
+def _install(key: ScorerKey, loaded: FastScorer) -> None:
     _SCORERS[key] = loaded
     LOADS[key[2]] = LOADS.get(key[2], 0) + 1
 
 
-def held_scorers() -> list[tuple[str, str, str]]:
+def held_scorers() -> list[ScorerKey]:
     """The scorers this process holds (run on each worker)."""
     with _LOCK:
         return list(_SCORERS)
 
 
-def install_scorer(key: tuple[str, str, str], loaded: FastScorer) -> None:
+def install_scorer(key: ScorerKey, loaded: FastScorer) -> None:
     """Hold a scorer the flow sent (run on each worker that lacks it)."""
     with _LOCK:
         if tuple(key) not in _SCORERS:
-            _install((key[0], key[1], key[2]), loaded)
+            _install((key[0], key[1], key[2], key[3]), loaded)
 
 
 def ship_scorers(client: Any, job: BatchJob, load: Callable[[str], FastScorer]) -> dict[str, int]:
@@ -102,7 +110,7 @@ def ship_scorers(client: Any, job: BatchJob, load: Callable[[str], FastScorer]) 
     held = {worker: {tuple(k) for k in keys} for worker, keys in client.run(held_scorers).items()}
     sent = {}
     for version in [job.version, *([job.shadow_version] if job.shadow_version else [])]:
-        key = (job.tracking_uri, job.model_name, version)
+        key = scorer_key(job, version)
         missing = [worker for worker, keys in held.items() if key not in keys]
         if missing:
             client.run(install_scorer, key, load(version), workers=missing)
@@ -190,7 +198,7 @@ def score_partition(frame: pd.DataFrame, part: int, job: BatchJob) -> dict[str, 
         rejects = bad.astype("string").assign(reason=why[why != ""].to_numpy())
         write_part(rejects.reset_index(drop=True), job.rejects, name)
     if len(good):
-        champion = scorer(job.tracking_uri, job.model_name, job.version)
+        champion = scorer(scorer_key(job, job.version))
         scores = champion.predict_frame(features, job.threads)
         out = pd.DataFrame(
             {
@@ -201,7 +209,7 @@ def score_partition(frame: pd.DataFrame, part: int, job: BatchJob) -> dict[str, 
             }
         )
         if job.shadow_version is not None:
-            shadow = scorer(job.tracking_uri, job.model_name, job.shadow_version)
+            shadow = scorer(scorer_key(job, job.shadow_version))
             out["shadow_version"] = job.shadow_version
             out["shadow_score"] = shadow.predict_frame(features, job.threads)
         for column in job.carry:

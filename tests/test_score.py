@@ -189,7 +189,8 @@ def test_a_worker_that_joins_gets_the_model_from_the_flow_or_loads_it_itself(clu
 
         with Client(cluster.address, timeout="10s") as client:
             uri = cluster.env["MLFLOW_TRACKING_URI"]
-            width = client.run(lambda: batch.scorer(uri, "lead-scoring", "2").layout.width, workers=[late])[late]
+            key = (uri, "lead-scoring", "2", "")
+            width = client.run(lambda: batch.scorer(key).layout.width, workers=[late])[late]
         assert width > 0 and _worker_loads(cluster.address)[late] == {"1": 1, "2": 1}
         assert _imported_mlflow(cluster.address)[late] is True
 

@@ -27,7 +27,7 @@ def pipeline(split: training.Split) -> Pipeline:
 @pytest.fixture
 def job(tmp_path: Path, pipeline: Pipeline) -> Iterator[batch.BatchJob]:
     for version in ("1", "2"):  # the worker's cache, filled as a worker fills it on its first partition
-        batch._SCORERS[(URI, NAME, version)] = FastScorer(pipeline, DATA)
+        batch._SCORERS[(URI, NAME, version, "")] = FastScorer(pipeline, DATA)
     yield batch.BatchJob(
         URI, NAME, "1", DATA, str(tmp_path / "scores"), str(tmp_path / "rejects"), str(tmp_path / "log"),
         "run=20260601T020000Z-abc123", "2026-06-01T02:00:00+00:00", carry=["campaign"],
@@ -96,3 +96,27 @@ def test_ids_the_entity_table_does_not_know_are_rejected(split: training.Split, 
     stats = batch.score_partition(rows, 0, job)
     assert stats["rows_rejected"] == 1
     assert pd.read_parquet(Path(job.rejects) / "part-00000.parquet")["reason"].tolist() == ["unknown entity: L1"]
+
+
+def test_the_flow_sends_a_version_once_and_again_only_when_its_fingerprint_changes(
+    job: batch.BatchJob, pipeline: Pipeline
+) -> None:
+    from distributed import Client, LocalCluster
+
+    batch._SCORERS.clear()
+    loads: list[str] = []
+
+    def load(version: str) -> FastScorer:
+        loads.append(version)
+        return FastScorer(pipeline, DATA)
+
+    with (
+        LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        assert batch.ship_scorers(client, job, load) == {"1": 2} and loads == ["1"]
+        assert batch.ship_scorers(client, job, load) == {} and loads == ["1"]  # every worker holds it
+        # the same number in a registry recreated under the same URI is another model: sent again
+        recreated = batch.BatchJob(**{**job.__dict__, "fingerprints": {"1": "run-b:1700000000000"}})
+        assert batch.ship_scorers(client, recreated, load) == {"1": 2} and loads == ["1", "1"]
+    assert (URI, NAME, "1", "run-b:1700000000000") in batch._SCORERS
