@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,18 @@ from slipway.settings import DataSettings
 
 if TYPE_CHECKING:  # not needed to score: a worker that receives a scorer does not import sklearn
     from sklearn.pipeline import Pipeline
+
+
+CHUNK_ROWS = 16_384  # rows per model call in batch scoring: a few MB of matrix, reused
+_SCRATCH = threading.local()
+
+
+def _scratch(rows: int, width: int, dtype: type) -> np.ndarray:
+    """This thread's reusable input matrix, at least ``rows`` × ``width``."""
+    held: np.ndarray | None = getattr(_SCRATCH, "matrix", None)
+    if held is None or len(held) < rows or held.shape[1] != width or held.dtype != dtype:
+        held = _SCRATCH.matrix = np.empty((rows, width), dtype=dtype)
+    return held
 
 
 @dataclass(frozen=True)
@@ -135,17 +148,21 @@ class FastScorer:
                     out[i, position] = 1.0
         return out
 
-    def frame_matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """The same matrix as :meth:`matrix`, built column by column from a typed frame (batch scoring)."""
+    def _encoded(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """A typed frame, column by column, as the numeric block and each row's one-hot columns.
+
+        The numeric block is rows × numeric features; the one-hot block, rows × categorical features,
+        holds each row's output column per categorical feature (-1 for an unseen category).
+        """
         layout = self.layout
-        out = np.zeros((len(frame), layout.width), dtype=np.float32 if self._booster is not None else float)
+        numeric = np.empty((len(frame), len(layout.numeric)), dtype=float)
         for j, column in enumerate(layout.numeric):
             values = frame[column]
             if not pd.api.types.is_numeric_dtype(values):
                 values = pd.to_numeric(values, errors="coerce")
-            out[:, j] = values.to_numpy(dtype=float, na_value=np.nan)
-        rows = np.arange(len(frame))
-        for column, positions in layout.categorical:
+            numeric[:, j] = values.to_numpy(dtype=float, na_value=np.nan)
+        hot = np.empty((len(frame), len(layout.categorical)), dtype=np.int64)
+        for j, (column, positions) in enumerate(layout.categorical):
             text = pa.array(frame[column], from_pandas=True)
             if pa.types.is_string(text.type):  # trimmed, empty is missing: as gold.as_text, in Arrow
                 text = pc.utf8_trim_whitespace(text)
@@ -155,16 +172,46 @@ class FastScorer:
             text = pc.fill_null(text, MISSING_CATEGORY)
             index = pc.index_in(text, value_set=pa.array(list(positions), pa.string()))
             codes = index.fill_null(-1).to_numpy(zero_copy_only=False)
-            known = codes >= 0  # an unseen category: all zeros, as handle_unknown="ignore"
             columns = np.fromiter(positions.values(), dtype=np.int64, count=len(positions))
-            out[rows[known], columns[codes[known]]] = 1.0
+            hot[:, j] = np.where(codes >= 0, columns[np.maximum(codes, 0)], -1)
+        return numeric, hot
+
+    def _fill(self, out: np.ndarray, numeric: np.ndarray, hot: np.ndarray) -> np.ndarray:
+        """``out`` (as many rows as ``numeric``) as the model's input matrix."""
+        out.fill(0)
+        out[:, : numeric.shape[1]] = numeric
+        rows = np.arange(len(out))
+        for j in range(hot.shape[1]):
+            known = hot[:, j] >= 0  # an unseen category: all zeros, as handle_unknown="ignore"
+            out[rows[known], hot[known, j]] = 1.0
         return out
 
+    def _dtype(self) -> type:
+        return np.float32 if self._booster is not None else float
+
+    def frame_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The same matrix as :meth:`matrix`, built column by column from a typed frame."""
+        out: np.ndarray = np.empty((len(frame), self.layout.width), dtype=self._dtype())
+        return self._fill(out, *self._encoded(frame))
+
     def predict_frame(self, frame: pd.DataFrame, threads: int = 1) -> np.ndarray:
-        """Scores for every row of a frame of raw features, equal to :meth:`predict` on the same rows."""
+        """Scores for every row of a frame of raw features, equal to :meth:`predict` on the same rows.
+
+        The rows go through the model :data:`CHUNK_ROWS` at a time in one matrix this thread
+        reuses: a whole partition's matrix (tens of MB) would be fresh memory on every call,
+        and faulting it in costs more than the model does.
+        """
         if self._booster is not None:
             self._booster.set_param({"nthread": threads})
-        return self._scores(self.frame_matrix(frame))
+        numeric, hot = self._encoded(frame)
+        scores = np.empty(len(frame), dtype=float)
+        chunk = CHUNK_ROWS
+        buffer = _scratch(chunk, self.layout.width, self._dtype())
+        for start in range(0, len(frame), chunk):
+            stop = min(start + chunk, len(frame))
+            x = self._fill(buffer[: stop - start], numeric[start:stop], hot[start:stop])
+            scores[start:stop] = self._scores(x)
+        return scores
 
     def predict(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         return self._scores(self.matrix(rows))

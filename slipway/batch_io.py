@@ -29,7 +29,7 @@ import fsspec
 import pandas as pd
 import pyarrow.parquet as pq
 
-from slipway.lake import write_parquet
+from slipway.lake import parquet_table, write_parquet
 from slipway.processes import cpu_threads
 
 MANIFEST = "_SUCCESS"
@@ -141,7 +141,7 @@ def write_part(frame: pd.DataFrame, folder: str, name: str) -> None:
         return
     fs, path = _fs(folder)
     with fs.open(_join(path, name), "wb") as handle:
-        frame.to_parquet(handle, index=False)
+        pq.write_table(parquet_table(frame), handle)
 
 
 def output_folder(configured: str | None, default: Path) -> str:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from features import gold
-from models import training
+from models import fast_scorer, training
 from models.fast_scorer import DensePredict, FastScorer
 from tests.models.conftest import CFG, DATA
 
@@ -31,6 +31,24 @@ def test_compiled_scores_equal_the_pipeline(family: str, split: training.Split) 
     rows[5]["calls"] = None
     again = training.predict_proba(pipeline, gold.to_feature_frame(pd.DataFrame(rows), DATA))
     np.testing.assert_allclose(FastScorer(pipeline, DATA).predict_frame(typed), again, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("family", ["xgboost", "logistic_regression"])
+def test_frame_scores_cross_chunk_boundaries(family: str, split: training.Split, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch scoring fills one reused matrix a chunk at a time: no row keeps a value from an earlier chunk."""
+    if family == "xgboost":
+        pipeline = training.refit_xgboost(split.development, DATA, CFG, {"max_depth": 4}, 60)
+    else:
+        pipeline = training.fit_baseline(split.development, DATA, CFG)
+    frame = split.test.X.head(103).reset_index(drop=True)
+    frame.loc[frame.index % 2 == 0, "industry"] = "aerospace"  # unseen: all zeros, where the row before had a one
+    frame.loc[frame.index % 3 == 0, "page_views"] = np.nan
+    expected = training.predict_proba(pipeline, gold.to_feature_frame(frame, DATA))
+    scorer = FastScorer(pipeline, DATA)
+    monkeypatch.setattr(fast_scorer, "CHUNK_ROWS", 10)  # 11 chunks, the last one short
+    np.testing.assert_allclose(scorer.predict_frame(frame), expected, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(scorer.predict_frame(frame.head(5)), expected[:5], rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(scorer.predict_frame(frame.head(0)), np.empty(0))
 
 
 def test_direct_prediction_equals_inplace_predict(split: training.Split) -> None:
