@@ -16,7 +16,7 @@ import sys
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -25,6 +25,9 @@ from slipway.catalog import FLOWS
 from slipway.errors import Refused
 from slipway.paths import Home, prepare_environment
 from slipway.settings import SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DATA, EXIT_REFUSED = 1, 2, 3, 4
 
@@ -70,6 +73,9 @@ def run_flow(name: str, params: str, assignments: Sequence[str]) -> Any:
     load_settings(params)  # fail fast, naming the key, before any server starts
     flow_fn = load_flow(name)
     kwargs = {"params": params, **parse_assignments(assignments, flow_fn)}
+    if name == "promote" and not kwargs.get("request_signature") and os.environ.get(APPROVER_KEY_ENV):
+        # the requester proves who asks the way an approver does: with their own key
+        kwargs["request_signature"] = sign_request(params, str(kwargs.get("requested_by", "unknown")), kwargs.get("version"))
     result = flow_fn(**kwargs)
     print(result_line(name, result), flush=True)  # the run log has the flow's own output; stdout gets the result
     return result
@@ -183,6 +189,41 @@ APPROVER_KEY_ENV = "SLIPWAY_APPROVER_KEY"  # as slipway.signing.APPROVER_KEY_ENV
 PROMOTION_KEY_ENV = "SLIPWAY_PROMOTION_KEY"  # as models.decision.KEY_ENV
 
 
+def _own_key(configured: str, name: str, where: str) -> Ed25519PrivateKey:
+    """``SLIPWAY_APPROVER_KEY``'s private key, which must be the one configured for ``name``."""
+    from slipway import signing
+
+    try:
+        key = signing.private_key_from_env(APPROVER_KEY_ENV)
+    except signing.KeyProblem as exc:
+        raise UsageError(str(exc)) from None
+    if signing.public_text(key.public_key()) != signing.public_text(signing.public_key(configured, name)):
+        raise UsageError(f"{APPROVER_KEY_ENV} is not the key of {name!r} ({where})")
+    return key
+
+
+def sign_request(params: str, requested_by: str, version: str | None) -> str:
+    """A promotion request signed with ``SLIPWAY_APPROVER_KEY``: who asks for which version, and when.
+
+    The value of the promote flow's ``request_signature`` (valid for an hour, and once).
+    """
+    from datetime import UTC, datetime
+
+    from models.policy import Request
+
+    settings = load_settings(params)
+    cfg = settings.promotion
+    configured = {**cfg.requester_keys, **cfg.approver_keys}.get(requested_by)
+    if configured is None:
+        raise SettingsError(
+            f"{params}: promotion.requester_keys and promotion.approver_keys have no key for {requested_by!r}, "
+            f"so {APPROVER_KEY_ENV} cannot sign the request (unset it to request unsigned: two approvers are then needed)"
+        )
+    key = _own_key(configured, requested_by, f"the key configured for {requested_by!r} in {params}")
+    request = Request(settings.registry.model_name, version or "challenger", requested_by, datetime.now(UTC).isoformat())
+    return request.signed(key)
+
+
 def approve(params: str, run_id: str, approver: str, reject: bool, comment: str, sign_only: bool) -> None:
     """Answer a paused promotion, signed with the approver's key from ``SLIPWAY_APPROVER_KEY``.
 
@@ -196,12 +237,7 @@ def approve(params: str, run_id: str, approver: str, reject: bool, comment: str,
     configured = settings.promotion.approver_keys.get(approver)
     if configured is None:
         raise SettingsError(f"{params}: promotion.approver_keys has no key for {approver!r}")
-    try:
-        key = signing.private_key_from_env(APPROVER_KEY_ENV)
-    except signing.KeyProblem as exc:
-        raise UsageError(str(exc)) from None
-    if signing.public_text(key.public_key()) != signing.public_text(signing.public_key(configured, approver)):
-        raise UsageError(f"{APPROVER_KEY_ENV} is not the key of {approver!r} (promotion.approver_keys.{approver} in {params})")
+    key = _own_key(configured, approver, f"promotion.approver_keys.{approver} in {params}")
     answer = Answer(approver, not reject, comment, "")
     signature = signing.sign(key, answer.message(run_id))
     if sign_only:
@@ -301,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     appr.add_argument("--reject", action="store_true", help="reject the challenger (default: approve it)")
     appr.add_argument("--comment", required=True, help="why; recorded in the audit log")
     appr.add_argument("--sign-only", action="store_true", help="print the signature for the form in the Prefect UI")
+    req = sub.add_parser("sign-request", parents=[common], help=f"sign a promotion request with ${APPROVER_KEY_ENV}")
+    req.add_argument("--requested-by", required=True, help="your name in promotion.requester_keys or approver_keys")
+    req.add_argument("--version", help="the version to promote (default: the challenger when the run starts)")
     cfg = sub.add_parser("config", parents=[common], help="check the params file, or print its schema or table")
     shown = cfg.add_mutually_exclusive_group()
     shown.add_argument("--schema", action="store_true", help="print the JSON schema of the params file")
@@ -338,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
         elif args.command == "approve":
             approve(args.params, args.run_id, args.approver, args.reject, args.comment, args.sign_only)
+        elif args.command == "sign-request":
+            print(sign_request(args.params, args.requested_by, args.version))
         elif args.command == "config":
             config(args.params, args.schema, args.table)
         else:

@@ -34,7 +34,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.stack import up
 from models.decision import KEY_ENV
-from models.policy import Answer
+from models.policy import Answer, Request
 from models.registry import CHALLENGER, CHAMPION, alias_version, holdout_auc
 from models.watch import read_watch
 from slipway import lake, signing
@@ -46,6 +46,7 @@ from slipway.settings import Settings, SettingsError, load_settings
 from slipway.traffic import Traffic
 
 DEMO_APPROVER = "slipway-demo"
+DEMO_REQUESTER = "demo"
 DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
     "train": {"n_trials": 8},
     "promotion": {
@@ -89,6 +90,12 @@ class Demo:
         self.key = signing.new_private_key()  # the demo's own approver key; its answers are signed like anyone's
         keys = {**raw["promotion"].get("approver_keys", {}), DEMO_APPROVER: signing.public_text(self.key.public_key())}
         raw["promotion"]["approver_keys"] = keys
+        self.requester_key = signing.new_private_key()  # the demo requests its first promotion signed, as a person would
+        requesters = {
+            **raw["promotion"].get("requester_keys", {}),
+            DEMO_REQUESTER: signing.public_text(self.requester_key.public_key()),
+        }
+        raw["promotion"]["requester_keys"] = requesters
         # The promotion key: the flows sign every switch and routing record with it, the service holds its public half.
         promotion_key = signing.new_private_key()
         key_file = self.dir / "promotion_key.pem"
@@ -217,7 +224,9 @@ def _loop(demo: Demo, traffic: Traffic, name: str) -> None:
     first = alias_version(name, CHALLENGER)
     demo.say(f"   {name} v{first} registered as challenger")
     demo.say("3/8 promote v1: policy → approval (first champion: no live traffic to shadow yet)")
-    run_deployment("promote/promote", parameters={"params": str(demo.params), "requested_by": "demo"}, timeout=0)
+    signed = Request(name, "challenger", DEMO_REQUESTER, datetime.now(UTC).isoformat()).signed(demo.requester_key)
+    request = {"params": str(demo.params), "requested_by": DEMO_REQUESTER, "request_signature": signed}
+    run_deployment("promote/promote", parameters=request, timeout=0)
     demo.approve(demo.wait_for("promote", "paused", None), "first champion")
     demo.say(f"   champion is v{alias_version(name, CHAMPION)}")
     demo.say("4/8 package the champion as a Bento; the running service already follows the registry")

@@ -102,17 +102,19 @@ def shadow(p: Promotion) -> tuple[comparison.ShadowReport, str]:
     return report, markdown
 
 
-def await_approval(p: Promotion, report_markdown: str) -> Approval | None:
-    """Pause until a valid approval or rejection arrives; None when nobody answers in time."""
+def await_approval(p: Promotion, report_markdown: str, deadline: float, already: list[str]) -> Approval | None:
+    """Pause until a valid answer arrives (from an approver not in ``already``); None when nobody answers in time."""
     cfg = p.settings.promotion
-    deadline, notice, run_id = time.monotonic() + cfg.approval_timeout_seconds, "", current_flow_run_id()
+    notice, run_id = "", current_flow_run_id()
+    done = ", ".join(already)
     while (remaining := int(deadline - time.monotonic())) > 0:
-        description = steps.approval_form_text(p, run_id, report_markdown, notice)
+        description = steps.approval_form_text(p, run_id, report_markdown, notice, done)
         form = Approval.with_initial_data(description=description, approver="", approved=False, comment="", signature="")
-        p.decide("approval_requested", p.requested_by, {"timeout_seconds": remaining})
+        p.decide("approval_requested", p.requested_by, {"timeout_seconds": remaining, "approved_by": already})
         approvers = ", ".join(cfg.approvers) or "(none configured)"
+        needs = "" if p.request.verified else f"; unsigned request: two approvers needed{f', {done} approved' if done else ''}"
         summary = (
-            f"{p.name} v{p.challenger} waits for approval (requested by {p.requested_by}; approvers: {approvers}). "
+            f"{p.name} v{p.challenger} waits for approval (requested by {p.requested_by}{needs}; approvers: {approvers}). "
             "Approve or reject it, signed, in the form on its run page or with "
             f"`slipway approve {run_id} --approver NAME --comment TEXT [--reject]`"
         )
@@ -121,13 +123,34 @@ def await_approval(p: Promotion, report_markdown: str) -> Approval | None:
             answer = pause_flow_run(wait_for_input=form, timeout=remaining, poll_interval=2)
         except FlowPauseTimeout:
             break
-        problem = policy.approval_problem(answer.answer(), run_id, p.requested_by, cfg)
+        problem = policy.approval_problem(answer.answer(), run_id, p.requested_by, cfg, already)
         if problem is None:
             return answer
         print(f"approval refused, nothing changed: {problem}")
         p.decide("approval_refused", answer.approver.strip() or "(blank)", {"reason": problem, "approved": answer.approved})
         notice = f"> **The last answer was refused:** {problem}\n\n"
     return None
+
+
+def approvals(p: Promotion, report_markdown: str) -> tuple[list[str], Approval | None]:
+    """Collect the answers four eyes need: one approver besides a verified requester, else two.
+
+    Returns who approved and the deciding answer: the last approval, a rejection (which ends
+    it), or None when the approvals did not all arrive within ``approval_timeout_seconds``.
+    """
+    deadline, approved = time.monotonic() + p.settings.promotion.approval_timeout_seconds, list[str]()
+    while True:
+        answer = await_approval(p, report_markdown, deadline, approved)
+        if answer is None:
+            return approved, None
+        needed = p.request.approvals_needed
+        event = "approved" if answer.approved else "approval_rejected"
+        p.decide(event, answer.approver, {"comment": answer.comment, "approval": len(approved) + 1, "needed": needed})
+        if not answer.approved:
+            return approved, answer
+        approved.append(answer.approver.strip())
+        if len(approved) >= needed:
+            return approved, answer
 
 
 @task(cache_policy=NO_CACHE)
@@ -154,8 +177,14 @@ def canary(p: Promotion) -> comparison.Health | None:
 
 
 @flow(name="promote", log_prints=True)
-def promote(params: str = "params.yaml", requested_by: str = "unknown", version: str | None = None) -> PromotionResult:
-    """Take the challenger (or ``version``) through policy, shadow, approval and canary to champion."""
+def promote(
+    params: str = "params.yaml", requested_by: str = "unknown", version: str | None = None, request_signature: str = ""
+) -> PromotionResult:
+    """Take the challenger (or ``version``) through policy, shadow, approval and canary to champion.
+
+    ``request_signature`` proves who requests (``slipway run promote`` signs it with ``SLIPWAY_APPROVER_KEY``);
+    without it the request is unverified and two approvers must approve.
+    """
     settings = load_params(params)
     name = settings.registry.model_name
     audit = registry.audit_log(home().audit_log, name)
@@ -173,19 +202,28 @@ def promote(params: str = "params.yaml", requested_by: str = "unknown", version:
     steps.refuse_during_watch(name, champion, audit)
     busy = f"promotions of {name!r}"
     with exclusive(f"slipway-promote-{name}", settings.promotion.routing_lease_seconds, what=busy):
-        return take_through(settings, challenger, champion, requested_by, audit)
+        request = steps.checked_request(name, settings.promotion, version, requested_by, request_signature, audit, challenger)
+        return take_through(settings, challenger, champion, requested_by, audit, request, request_signature)
 
 
 def take_through(
-    settings: Settings, challenger: str, champion: str | None, requested_by: str, audit: AuditLog
+    settings: Settings,
+    challenger: str,
+    champion: str | None,
+    requested_by: str,
+    audit: AuditLog,
+    request: policy.RequestCheck,
+    request_signature: str,
 ) -> PromotionResult:
     """Policy, shadow, approval, canary and the switch, holding the model's lock tag (the only promotion running)."""
     name = settings.registry.model_name
     steps.acquire_lock(name, current_flow_run_id(), audit)
-    p = Promotion(settings, challenger, champion, requested_by, audit)
+    p = Promotion(settings, challenger, champion, requested_by, audit, request)
     try:
         with steps.LeaseRenewer(p):  # shadow and canary routing lapse on their own if this process dies
-            p.decide("promotion_requested", requested_by, {"champion": champion, "flow_run": current_flow_run_id()})
+            signed = {"request": steps.request_digest(request_signature)} if request.verified else {}
+            details = {"champion": champion, "flow_run": current_flow_run_id(), "verified_by": request.by, **signed}
+            p.decide("promotion_requested", requested_by, details)
             verdict = check_policy(p)
             p.decide("policy", "slipway", {"passed": verdict.passed, "reasons": verdict.reasons, **verdict.metrics})
             if not verdict.passed:
@@ -195,20 +233,23 @@ def take_through(
                 shadowed, report = shadow(p)
                 if not shadowed.passed:
                     return end(p, "rejected", "shadow: " + "; ".join(shadowed.problems))
-            answer = await_approval(p, report)
+            approved, answer = approvals(p, report)
             if answer is None:
-                return end(p, "rejected", f"no valid approval within {settings.promotion.approval_timeout_seconds}s")
-            p.decide("approved" if answer.approved else "approval_rejected", answer.approver, {"comment": answer.comment})
+                within = f"within {settings.promotion.approval_timeout_seconds}s"
+                got = f" ({len(approved)} of {request.approvals_needed}: {', '.join(approved)})" if approved else ""
+                return end(p, "rejected", f"no valid approval {within}{got}")
             if not answer.approved:
                 return end(p, "rejected", f"rejected by {answer.approver}: {answer.comment}", answer.approver)
+            deciders = " and ".join(approved)
             if champion is not None and (failed := canary(p)) is not None:
-                return end(p, "rolled_back", f"canary at {failed.percent}%: " + "; ".join(failed.problems), answer.approver)
-            reason = f"approved by {answer.approver} ({answer.comment or 'no comment'}), requested by {requested_by}"
-            registry.switch_champion(name, challenger, answer.approver, audit, reason)
+                return end(p, "rolled_back", f"canary at {failed.percent}%: " + "; ".join(failed.problems), deciders)
+            requester = requested_by if request.verified else f"{requested_by} (unverified)"
+            reason = f"approved by {deciders} ({answer.comment or 'no comment'}), requested by {requester}"
+            registry.switch_champion(name, challenger, deciders, audit, reason)
             if champion is not None:
                 every = every_replica(settings.promotion)
                 wait_for_replicas(every, lambda s: s.champion == challenger, f"champion v{challenger}", 60)
             steps.open_watch(p)
-            return end(p, "promoted", reason, answer.approver)
+            return end(p, "promoted", reason, deciders)
     finally:
         steps.release_lock(name)

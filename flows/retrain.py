@@ -17,11 +17,14 @@ from prefect.exceptions import ObjectNotFound
 from flows.common import home, load_params
 from flows.materialize import materialize
 from flows.train import train
+from models import decision
+from models.policy import Request
 from models.registry import audit_log
 from slipway.catalog import deployment_name
 from slipway.cooldown import claim, release
 
 PROMOTE_DEPLOYMENT = deployment_name("promote")
+RETRAIN_REQUESTER = "slipway-retrain"
 
 
 @flow(name="retrain", log_prints=True)
@@ -42,10 +45,15 @@ def retrain(params: str = "params.yaml", reason: str = "scheduled") -> str:
     except BaseException:  # nothing was retrained: the next event may retrain at once (SIGKILL leaves the claim)
         release(marker, started.isoformat())
         raise
+    request = {"params": params, "requested_by": RETRAIN_REQUESTER, "version": result.version}
+    key = decision.env_signer()  # the platform's own request, signed with its promotion key where this worker holds it
+    if key is not None and settings.promotion.decision_key:  # (else unsigned: two approvers decide)
+        issued = datetime.now(UTC).isoformat()
+        request["request_signature"] = Request(name, result.version, RETRAIN_REQUESTER, issued).signed(key)
     try:
         run = run_deployment(
             PROMOTE_DEPLOYMENT,
-            parameters={"params": params, "requested_by": "slipway-retrain", "version": result.version},
+            parameters=request,
             timeout=0,  # the promotion waits for an approver in its own run
         )
         print(f"retrained {name} v{result.version} ({reason}); promotion requested as run {getattr(run, 'id', run)}")

@@ -7,12 +7,13 @@ the prediction-log windows a step is judged on, and the latency replay.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from slipway.audit import AuditLog
 from slipway.errors import Refused
 from slipway.prediction_log import feature_frame, read_prediction_log
 from slipway.service_metrics import ServiceUnreachable, ServingState, every_replica, wait_for_replicas
-from slipway.settings import Settings
+from slipway.settings import PromotionSettings, Settings
 
 LOCK_TAG = "slipway.promotion.flow_run"
 REPLAY_ROWS = 300  # logged rows each version is timed on, one at a time
@@ -60,6 +61,7 @@ class Promotion:
     champion: str | None
     requested_by: str
     audit: AuditLog
+    request: policy.RequestCheck = policy.UNSIGNED
 
     @property
     def name(self) -> str:
@@ -70,6 +72,29 @@ class Promotion:
         self.audit.append(event, actor, self.name, self.challenger, details)
         tags = {event: json.dumps(details, default=str, sort_keys=True)}
         registry.record_decision(self.name, self.challenger, event, tags)
+
+
+def request_digest(signature: str) -> str:
+    """How the audit log names a signed request (so that it is used once)."""
+    return hashlib.sha256(signature.strip().encode()).hexdigest()[:32]
+
+
+def checked_request(
+    name: str, cfg: PromotionSettings, version: str | None, requested_by: str, signature: str, audit: AuditLog, challenger: str
+) -> policy.RequestCheck:
+    """Who asked, verified: a signature that does not verify, is stale or was used before is refused and audited."""
+    check = policy.check_request(name, version, requested_by, signature, cfg, datetime.now(UTC))
+    if check.verified:
+        digest = request_digest(signature)
+        used = [e for e in audit.entries() if e["event"] == "promotion_requested" and e["details"].get("request") == digest]
+        if used:
+            check = policy.RequestCheck(
+                False, "", f"this signed request started promotion run {used[0]['details'].get('flow_run')} already"
+            )
+    if check.problem is not None:
+        audit.append("request_refused", requested_by.strip() or "(blank)", name, challenger, {"reason": check.problem})
+        raise Refused(f"promotion request refused: {check.problem}")
+    return check
 
 
 def acquire_lock(name: str, run_id: str, audit: AuditLog) -> None:
@@ -256,13 +281,20 @@ def judge_policy(p: Promotion, window: training.Part) -> policy.PolicyVerdict:
     return policy.evaluate(y, score(p.challenger), score(p.champion) if p.champion else None, x, p.settings.promotion)
 
 
-def approval_form_text(p: Promotion, run_id: str, report_markdown: str, notice: str) -> str:
+def approval_form_text(p: Promotion, run_id: str, report_markdown: str, notice: str, done: str = "") -> str:
     """The markdown the Prefect UI shows above the approval form, with how to sign an answer."""
     approvers = ", ".join(p.settings.promotion.approvers) or "(none configured)"
     sign = f"slipway approve {run_id} --approver NAME --comment TEXT [--reject] --sign-only"
+    if p.request.verified:
+        who = f"Requested by **{p.requested_by}** (signed with {p.request.by}); one approver other than the requester decides."
+    else:
+        who = (
+            f"Requested as **{p.requested_by}**, not verified (the request is not signed), so two different "
+            f"approvers must approve{f': {done} approved so far' if done else ''}."
+        )
     return (
         f"{notice}# Promote {p.name} v{p.challenger} to champion?\n\n"
-        f"Requested by **{p.requested_by}**. Approvers: {approvers}; the requester cannot approve.\n\n"
+        f"{who} Approvers: {approvers}; the requester cannot approve.\n\n"
         f"Answers are signed with the approver's key (`SLIPWAY_APPROVER_KEY`): paste the output of `{sign}` "
         "into the signature field, with the same name, decision and comment; or drop `--sign-only` to answer "
         f"from the terminal.\n\n{report_markdown}"

@@ -173,6 +173,11 @@ class PromotionSettings(_Strict):
     approver_keys: dict[str, str] = _field(
         dict, "each approver's Ed25519 public key (ssh-ed25519 AAAA...): approvals are signed, a name alone is refused"
     )
+    requester_keys: dict[str, str] = _field(
+        dict,
+        "Ed25519 public keys of those who may sign promotion requests besides the approvers (who sign with their"
+        " approver key): a request signed by its requester needs one other approver, an unsigned one two",
+    )
     decision_key: str = _field(
         "",
         "the promotion key's public half (ssh-ed25519 AAAA...): the service serves only champion switches and routing"
@@ -211,6 +216,11 @@ class PromotionSettings(_Strict):
                 raise ValueError(f"promotion.approver_keys.{name}: {name!r} is not in promotion.approvers")
             try:
                 public_key(key, f"promotion.approver_keys.{name}")
+            except KeyProblem as exc:
+                raise ValueError(str(exc)) from None
+        for name, key in self.requester_keys.items():
+            try:
+                public_key(key, f"promotion.requester_keys.{name}")
             except KeyProblem as exc:
                 raise ValueError(str(exc)) from None
         if self.decision_key:

@@ -1,4 +1,5 @@
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +8,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
-from models.policy import Answer, approval_problem, evaluate
+from models.policy import Answer, Request, RequestCheck, approval_problem, check_request, evaluate
+from models.promotion import checked_request, request_digest
 from slipway import signing
+from slipway.audit import AuditLog
+from slipway.errors import Refused
 from slipway.settings import PromotionSettings
 
 RNG = np.random.default_rng(0)
@@ -105,3 +109,79 @@ def test_keys_made_by_ssh_keygen_sign_and_verify(tmp_path: Path) -> None:
     assert signing.private_key(signing.private_pem(key), "PEM text").public_key() == key.public_key()
     with pytest.raises(signing.KeyProblem, match=r"SLIPWAY_APPROVER_KEY: .*nowhere"):
         signing.private_key(str(path.parent / "nowhere"), "SLIPWAY_APPROVER_KEY")
+
+
+DANA, PLATFORM = signing.new_private_key(), signing.new_private_key()  # dana requests, never approves
+REQUESTS = GATE.model_copy(
+    update={
+        "requester_keys": {"dana": signing.public_text(DANA.public_key())},
+        "decision_key": signing.public_text(PLATFORM.public_key()),
+    }
+)
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+def request(key: Ed25519PrivateKey, who: str, version: str = "7", at: datetime = NOW, model: str = "leads") -> str:
+    return Request(model, version, who, at.isoformat()).signed(key)
+
+
+def test_a_request_signed_by_its_requester_needs_one_other_approver_an_unsigned_one_two() -> None:
+    def check(signature: str, who: str = "dana", version: str | None = "7") -> RequestCheck:
+        return check_request("leads", version, who, signature, REQUESTS, NOW)
+
+    assert check(request(DANA, "dana")) == RequestCheck(True, "dana's key") and check(request(DANA, "dana")).approvals_needed == 1
+    assert check(request(ALICE, "alice"), "alice").verified  # an approver requests with their approver key
+    assert check(request(PLATFORM, "slipway-retrain"), "slipway-retrain") == RequestCheck(True, "the promotion key")
+    assert check(request(DANA, "dana", "challenger"), version=None).verified  # "whatever is challenger at start"
+    assert check(request(DANA, "dana", at=NOW - timedelta(minutes=59))).verified
+    unsigned = check("")
+    assert not unsigned.verified and unsigned.problem is None and unsigned.approvals_needed == 2
+
+
+def test_a_forged_altered_stale_or_malformed_request_signature_is_refused() -> None:
+    def problem(signature: str, who: str = "dana", version: str | None = "7") -> str:
+        found = check_request("leads", version, who, signature, REQUESTS, NOW)
+        assert not found.verified
+        return str(found.problem)
+
+    # alice (an approver) requests as dana, to approve "dana's" request herself: she cannot sign as dana
+    assert "not dana's for leads 7" in problem(request(ALICE, "dana"))
+    assert "not dana's" in problem(request(DANA, "dana", "6"))  # signed for another version
+    assert "not dana's" in problem(request(DANA, "dana", model="churn"))  # for another model
+    assert "not dana's" in problem(request(DANA, "dana", version="challenger"))  # "the challenger", used for v7
+    assert "'mallory' has no key" in problem(request(MALLORY, "mallory"), "mallory")
+    assert "valid for an hour" in problem(request(DANA, "dana", at=NOW - timedelta(minutes=61)))
+    assert "valid for an hour" in problem(request(DANA, "dana", at=NOW + timedelta(minutes=10)))
+    assert "no UTC offset" in problem(request(DANA, "dana", at=NOW.replace(tzinfo=None)))
+    assert "ISO_TIME SIGNATURE" in problem("c2lnbmF0dXJl")
+    signature = request(DANA, "dana")
+    stamp, _, text = signature.partition(" ")
+    later = (NOW + timedelta(minutes=1)).isoformat()
+    assert "not dana's" in problem(f"{later} {text}")  # the time moved, to extend the hour
+    assert "not dana's" in problem(f"{stamp} {text[:-4]}AAAA")
+
+
+def test_the_same_approver_never_counts_twice() -> None:
+    assert approval_problem(signed(BOB, "bob"), RUN, "dana", GATE, already=["alice"]) is None
+    assert "has approved this promotion already" in str(approval_problem(signed(BOB, "bob"), RUN, "dana", GATE, already=["bob"]))
+
+
+def test_requester_keys_must_be_ed25519_public_keys() -> None:
+    with pytest.raises(ValidationError, match=r"requester_keys\.dana: not an Ed25519 public key"):
+        PromotionSettings(requester_keys={"dana": "ssh-ed25519 garbage"})
+
+
+def test_a_signed_request_starts_one_promotion_and_a_refusal_is_audited(tmp_path: Path) -> None:
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    signature = Request("leads", "7", "dana", datetime.now(UTC).isoformat()).signed(DANA)
+    check = checked_request("leads", REQUESTS, "7", "dana", signature, audit, "7")
+    assert check.verified and audit.entries() == []
+    audit.append("promotion_requested", "dana", "leads", "7", {"flow_run": "run-1", "request": request_digest(signature)})
+    with pytest.raises(Refused, match="this signed request started promotion run run-1 already"):
+        checked_request("leads", REQUESTS, "7", "dana", signature, audit, "7")  # replayed, e.g. after a rejection
+    forged = Request("leads", "7", "dana", datetime.now(UTC).isoformat()).signed(ALICE)
+    with pytest.raises(Refused, match="not dana's"):
+        checked_request("leads", REQUESTS, "7", "dana", forged, audit, "7")
+    refused = [e for e in audit.entries() if e["event"] == "request_refused"]
+    assert [e["actor"] for e in refused] == ["dana", "dana"] and "already" in refused[0]["details"]["reason"]
+    assert not checked_request("leads", REQUESTS, "7", "dana", "", audit, "7").verified  # unsigned: allowed, two approvers

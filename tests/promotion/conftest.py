@@ -55,11 +55,13 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         shutil.rmtree(tmp_path / "chromium", ignore_errors=True)
 
 
-KEYS = {name: signing.new_private_key() for name in ("alice", "bob", "mallory")}  # mallory is no approver
+KEYS = {name: signing.new_private_key() for name in ("alice", "bob", "carol", "mallory")}  # carol requests; mallory is nobody
+SIGNED_REQUESTERS = ("alice", "bob", "carol")  # start_promote signs their requests with their own key
 PROMOTION_KEY = signing.new_private_key()  # the stage's decisions are signed: the service serves only what it signs
 FAST_PROMOTION = {
     "approvers": ["alice", "bob"],
     "approver_keys": {name: signing.public_text(KEYS[name].public_key()) for name in ("alice", "bob")},
+    "requester_keys": {"carol": signing.public_text(KEYS["carol"].public_key())},
     "shadow_seconds": 4,
     "canary_steps": [50, 100],
     "bake_seconds": 3,
@@ -109,8 +111,15 @@ class Stage:
     def prefect(self) -> SyncPrefectClient:
         return SyncPrefectClient(self.prefect_url)
 
-    def start_promote(self, params: Path, *assignments: str) -> subprocess.Popen[str]:
+    def start_promote(self, params: Path, *assignments: str, signed: bool = True) -> subprocess.Popen[str]:
+        """``slipway run promote``; a requester with a key runs it with that key in SLIPWAY_APPROVER_KEY (it signs)."""
         env = {**self.served.env, "PREFECT_API_URL": self.prefect_url}
+        env.pop("SLIPWAY_APPROVER_KEY", None)
+        requester = next((a.split("=", 1)[1] for a in assignments if a.startswith("requested_by=")), "")
+        if signed and requester in SIGNED_REQUESTERS:
+            key = self.root / f"{requester}.pem"
+            key.write_text(signing.private_pem(KEYS[requester]))
+            env["SLIPWAY_APPROVER_KEY"] = str(key)
         command = [sys.executable, "-m", "flows.cli", "run", "promote", "--params", str(params), *assignments]
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

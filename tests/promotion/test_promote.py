@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 from prefect import flow
 from prefect.events.filters import EventFilter, EventNameFilter
+from prefect.input.run_input import keyset_from_paused_state
 from xgboost import XGBClassifier
 
 from features.gold import to_feature_frame
 from flows.promote import canary
 from models import training
 from models.comparison import Health
+from models.policy import Request
 from models.promotion import LOCK_TAG, Promotion
 from models.pyfunc import ScoringModel
 from models.registry import STATUS_TAG, alias_version
@@ -33,7 +35,7 @@ from slipway.prediction_log import read_prediction_log
 from slipway.service_metrics import wait_for_state
 from slipway.settings import load_settings
 from tests.conftest import REPO
-from tests.promotion.conftest import Stage
+from tests.promotion.conftest import KEYS, Stage
 
 pytestmark = pytest.mark.e2e  # starts real servers or processes
 
@@ -97,6 +99,42 @@ def test_a_worse_challenger_never_reaches_approval(stage: Stage) -> None:
     registered = client.get_registered_model(stage.name)
     assert LOCK_TAG not in registered.tags and Routing.from_tags(registered.tags) == Routing()
     assert served_versions(stage) == {"1"}
+
+
+def test_a_forged_request_is_refused_and_an_unsigned_one_needs_two_different_approvers(stage: Stage) -> None:
+    """An approver cannot request under another's name and approve alone (the four-eyes rule, verified)."""
+    stage.reset(champion="1", challenger="2")
+    before = audit_length(stage)
+    # mallory, with Prefect access, starts a promotion as alice with a signature of her own
+    forged = Request(stage.name, "challenger", "alice", datetime.now(UTC).isoformat()).signed(KEYS["mallory"])
+    code, out = finish(stage.start_promote(stage.params(**LENIENT), "requested_by=alice", f"request_signature={forged}"))
+    assert code == EXIT_REFUSED and "promotion request refused: the request signature is not alice's" in out, out[-3000:]
+    refused = [e for e in AuditLog(stage.served.home.audit_log).entries()[before:] if e["event"] == "request_refused"]
+    assert [e["actor"] for e in refused] == ["alice"]
+
+    # bob requests as "dave" (no key: the request is unsigned), hoping to approve his own promotion alone
+    proc = stage.start_promote(stage.params(**LENIENT), "requested_by=dave", signed=False)
+    first = stage.wait_paused(proc)
+    stage.resume(first, approver="bob", approved=True, comment="lgtm")
+    second = stage.wait_paused(proc, after_key=first.state.state_details.pause_key if first.state else None)
+    assert alias_version(stage.name, "champion") == "1"  # one approval of two: nothing changed
+    assert second.state is not None
+    with stage.prefect() as client:  # the form's text, as the UI shows it
+        shown = client.read_flow_run_input(second.id, keyset_from_paused_state(second.state)["description"])
+    assert "not verified" in shown and "bob approved so far" in shown, shown
+    stage.resume(second, approver="bob", approved=True, comment="really, lgtm")  # bob again does not count twice
+    third = stage.wait_paused(proc, after_key=second.state.state_details.pause_key if second.state else None)
+    stage.resume(third, approver="alice", approved=False, comment="I did not ask for this")
+    code, out = finish(proc)
+    assert code == EXIT_REFUSED and "rejected by alice: I did not ask for this" in out, out[-3000:]
+    assert alias_version(stage.name, "champion") == "1" and served_versions(stage) == {"1"}
+    steps = [(e["event"], e["actor"], e["details"]) for e in entries(stage, "2", before)]
+    requested = next(d for ev, _, d in steps if ev == "promotion_requested")
+    assert requested["verified_by"] == "unsigned: two approvers are needed" and "request" not in requested
+    assert ("approved", "bob", {"comment": "lgtm", "approval": 1, "needed": 2}) in steps
+    again = next(d for ev, who, d in steps if ev == "approval_refused" and who == "bob")
+    assert "has approved this promotion already" in again["reason"]
+    assert any(ev == "approval_rejected" and who == "alice" for ev, who, _ in steps)
 
 
 def test_self_approval_and_outsiders_are_refused_then_a_valid_approval_promotes(stage: Stage) -> None:

@@ -67,6 +67,49 @@ def test_approve_signs_only_with_the_named_approvers_own_key(tmp_path: Path, cap
     assert code == EXIT_USAGE and "promotion.approver_keys has no key for 'alice'" in err
 
 
+def test_sign_request_signs_as_the_named_requester_with_their_own_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from datetime import UTC, datetime
+
+    import yaml
+
+    from flows.cli import EXIT_USAGE
+    from models.policy import check_request
+    from slipway import signing
+    from slipway.settings import load_settings
+
+    dana, mallory = signing.new_private_key(), signing.new_private_key()
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["promotion"]["requester_keys"] = {"dana": signing.public_text(dana.public_key())}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    (tmp_path / "dana.pem").write_text(signing.private_pem(dana))
+    (tmp_path / "mallory.pem").write_text(signing.private_pem(mallory))
+
+    def sign(key_file: str | None, *more: str) -> tuple[int, str, str]:
+        with preserved_environment():
+            os.environ["SLIPWAY_HOME"] = str(tmp_path / "home")
+            os.environ.pop("SLIPWAY_APPROVER_KEY", None)
+            if key_file:
+                os.environ["SLIPWAY_APPROVER_KEY"] = str(tmp_path / key_file)
+            code = main(["sign-request", "--params", str(params), "--requested-by", "dana", *more])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    cfg = load_settings(params).promotion
+    code, out, _ = sign("dana.pem", "--version", "3")
+    check = check_request(raw["registry"]["model_name"], "3", "dana", out.strip(), cfg, datetime.now(UTC))
+    assert code == 0 and check.verified and check.by == "dana's key", check
+    assert "not dana's" in str(
+        check_request(raw["registry"]["model_name"], "4", "dana", out.strip(), cfg, datetime.now(UTC)).problem
+    )
+    code, _, err = sign("mallory.pem")  # someone else's key under dana's name
+    assert code == EXIT_USAGE and "SLIPWAY_APPROVER_KEY is not the key of 'dana'" in err
+    code, _, err = sign(None)
+    assert code == EXIT_USAGE and "SLIPWAY_APPROVER_KEY is not set" in err
+    code, _, err = sign("dana.pem", "--requested-by", "erin")
+    assert code == EXIT_USAGE and "have no key for 'erin'" in err and "two approvers" in err
+
+
 def test_serve_beyond_loopback_requires_a_token_unless_anonymous_is_configured(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
