@@ -145,7 +145,7 @@ def history(params: str) -> None:
 
     settings = load_settings(params)
     name = settings.registry.model_name
-    log = audit_log(Home.current().audit_log, name)
+    log = audit_log(Home.current().audit_log, name, settings.promotion.decision_key)
     count = log.verify()  # the chain, a torn tail and the head anchored in the registry
     entries = [e for e in log.entries() if e["model"] == name]
     print(f"{name}: {len(entries)} decisions (audit chain of {count} entries verified against the registry's anchor)")

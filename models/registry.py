@@ -31,7 +31,7 @@ from models.fast_scorer import FastScorer
 from models.pyfunc import ScoringModel
 from models.routing import LEASE_TAG, Routing
 from slipway import signing
-from slipway.audit import AuditLog
+from slipway.audit import AuditError, AuditLog
 from slipway.errors import Refused
 from slipway.settings import DataSettings
 
@@ -39,13 +39,25 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION_TAG = "slipway.previous_champion"
 AUDIT_HEAD_TAG = "slipway.audit.head"
+AUDIT_SIGNED_HEAD_TAG = "slipway.audit.signed_head"  # the head as the promotion key's holder last signed it
+AUDIT_HEAD_FORMAT = "slipway-audit-head/1"
+
+
+def audit_head_message(name: str, seq: int, digest: str) -> bytes:
+    return "\n".join([AUDIT_HEAD_FORMAT, name, str(seq), digest]).encode()
 
 
 class RegistryAnchor:
-    """The audit chain's head as a tag on the registered model, outside the log's file."""
+    """The audit chain's head as a tag on the registered model, outside the log's file.
 
-    def __init__(self, name: str) -> None:
+    A process holding the promotion key (``SLIPWAY_PROMOTION_KEY``) also signs the head it
+    writes (``slipway.audit.signed_head``); with ``decision_key`` given, :meth:`signed`
+    returns that head once its signature verifies.
+    """
+
+    def __init__(self, name: str, decision_key: str = "") -> None:
         self.name = name
+        self.decision_key = decision_key
 
     def read(self) -> tuple[int, str] | None:
         try:
@@ -58,15 +70,40 @@ class RegistryAnchor:
         return int(raw["seq"]), str(raw["hash"])
 
     def write(self, seq: int, digest: str) -> None:
+        tags = {AUDIT_HEAD_TAG: json.dumps({"seq": seq, "hash": digest})}
+        key = decision.env_signer()
+        if key is not None:
+            signature = signing.sign(key, audit_head_message(self.name, seq, digest))
+            tags[AUDIT_SIGNED_HEAD_TAG] = json.dumps({"seq": seq, "hash": digest, "signature": signature})
         try:
-            MlflowClient().set_registered_model_tag(self.name, AUDIT_HEAD_TAG, json.dumps({"seq": seq, "hash": digest}))
+            for tag, value in tags.items():
+                MlflowClient().set_registered_model_tag(self.name, tag, value)
         except MlflowException as exc:  # the entry itself is written; verify reports a lagging anchor as it finds it
             print(f"audit head not anchored in the registry ({exc})")
 
+    def signed(self) -> tuple[int, str] | None:
+        if not self.decision_key:
+            return None
+        try:
+            text = (MlflowClient().get_registered_model(self.name).tags or {}).get(AUDIT_SIGNED_HEAD_TAG)
+        except MlflowException:
+            return None
+        if not text:
+            return None
+        try:
+            raw = json.loads(text)
+            seq, digest, signature = int(raw["seq"]), str(raw["hash"]), str(raw["signature"])
+        except (ValueError, KeyError, TypeError):
+            raise AuditError(f"{self.name}: the signed audit head ({AUDIT_SIGNED_HEAD_TAG}) is not a signed head") from None
+        key = signing.public_key(self.decision_key, "promotion.decision_key")
+        if not signing.verify(key, audit_head_message(self.name, seq, digest), signature):
+            raise AuditError(f"{self.name}: the signed audit head does not verify with promotion.decision_key: it was forged")
+        return seq, digest
 
-def audit_log(path: Path, name: str) -> AuditLog:
-    """The audit log, anchored on the registered model ``name``."""
-    return AuditLog(path, RegistryAnchor(name))
+
+def audit_log(path: Path, name: str, decision_key: str = "") -> AuditLog:
+    """The audit log, anchored on the registered model ``name`` (checked against the signed head with ``decision_key``)."""
+    return AuditLog(path, RegistryAnchor(name, decision_key))
 
 
 @dataclass(frozen=True)

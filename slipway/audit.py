@@ -8,7 +8,10 @@ half-written lines and a crash never loses an acknowledged decision.
 A chain alone cannot tell that its last entries were cut, that the file was
 deleted, or that it was rewritten from scratch: after each append the head
 (sequence number and hash) is written to an :class:`Anchor` kept elsewhere (the
-model registry), and ``verify`` checks the file against it. A last line torn by a
+model registry), and ``verify`` checks the file against it. Someone who can write to
+both could rewrite the two together, so the anchor also keeps the head as the
+holder of the promotion key last signed it (``signed``): the log up to there
+cannot be rewritten or cut without that key. A last line torn by a
 crash or a full disk is set aside to a ``.torn-*`` file by the next append, which
 audits the repair, instead of blocking every later decision.
 """
@@ -36,6 +39,10 @@ class Anchor(Protocol):
     def read(self) -> tuple[int, str] | None: ...
 
     def write(self, seq: int, digest: str) -> None: ...
+
+    def signed(self) -> tuple[int, str] | None:
+        """The head as last signed with the promotion key (None: never); AuditError when the signature fails."""
+        ...
 
 
 def _digest(entry: dict[str, Any]) -> str:
@@ -133,6 +140,8 @@ class AuditLog:
         """Check every link, a torn tail and the anchored head; return the number of entries."""
         head = self.anchor.read() if self.anchor is not None else None
         if not self.path.exists():
+            if head is None and self.anchor is not None:
+                head = self.anchor.signed()
             if head is not None:
                 raise AuditError(f"{self.path} is missing, but the registry's anchor records {head[0]} entries: it was deleted")
             return 0
@@ -160,4 +169,12 @@ class AuditLog:
                 )
             if entries[seq - 1]["hash"] != digest:
                 raise AuditError(f"{self.path}: entry {seq} is not the one the registry anchored: the log was rewritten")
+        signed = self.anchor.signed() if self.anchor is not None else None
+        if signed is not None:
+            seq, digest = signed
+            if seq > len(entries) or entries[seq - 1]["hash"] != digest:
+                raise AuditError(
+                    f"{self.path}: entry {seq} is not the one the promotion key signed as the head: "
+                    "the log was cut or rewritten (and its unsigned anchor with it)"
+                )
         return len(entries)

@@ -257,3 +257,65 @@ def test_signed_switches_routing_and_renewals_follow_only_the_signed_record(
     final = registry.signed_decision(name, key.public_key())
     assert final is not None and final.champion == "2" and final.routing == Routing()
     assert registry.signed_state_problems(name, configured) == []
+
+
+def test_the_audit_head_signed_by_the_promotion_key_catches_a_log_rewritten_with_its_anchor(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone who can write the log's file and the registry, but holds no promotion key, cannot rewrite or cut it."""
+    import json
+
+    from models import decision, registry
+    from models.sample import build_sample_deployment
+    from slipway import signing
+    from slipway.audit import AuditError, AuditLog
+    from slipway.paths import Home
+    from slipway.settings import load_settings
+
+    key = signing.new_private_key()
+    raw = small_params(tmp_path, rows=1500)
+    raw["promotion"]["decision_key"] = signing.public_text(key.public_key())
+    settings = load_settings(write_params(tmp_path / "params.yaml", raw))
+    name, configured = settings.registry.model_name, settings.promotion.decision_key
+    build_sample_deployment(settings)
+    path = Home.current().audit_log
+    log = registry.audit_log(path, name, configured)
+    monkeypatch.setenv(decision.KEY_ENV, signing.private_pem(key))
+    for event in ("promotion_requested", "approved", "champion_switch"):
+        log.append(event, "alice", name, "2")
+    monkeypatch.delenv(decision.KEY_ENV)  # the monitor flow, say: it appends without the key
+    log.append("registry_unverified", "slipway", name, None)
+    client = MlflowClient()
+    signed = json.loads(client.get_registered_model(name).tags[registry.AUDIT_SIGNED_HEAD_TAG])
+    assert signed["seq"] == 3 and log.verify() == 4  # the signed head lags at the key holder's last entry: fine
+    original = path.read_text()
+
+    # rewritten from scratch, "approved" by bob instead, with the unsigned anchor moved to match
+    path.unlink()
+    forged = AuditLog(path)
+    for event, who in (("promotion_requested", "alice"), ("approved", "bob"), ("champion_switch", "bob")):
+        last = forged.append(event, who, name, "2")
+    client.set_registered_model_tag(name, registry.AUDIT_HEAD_TAG, json.dumps({"seq": last["seq"], "hash": last["hash"]}))
+    assert AuditLog(path, registry.RegistryAnchor(name)).verify() == 3  # the unsigned anchor alone is fooled
+    with pytest.raises(AuditError, match="entry 3 is not the one the promotion key signed"):
+        log.verify()
+
+    path.write_text("".join(original.splitlines(keepends=True)[:2]))  # cut below the signed head
+    head = json.loads(path.read_text().splitlines()[-1])
+    client.set_registered_model_tag(name, registry.AUDIT_HEAD_TAG, json.dumps({"seq": head["seq"], "hash": head["hash"]}))
+    with pytest.raises(AuditError, match="was cut or rewritten"):
+        log.verify()
+    path.unlink()
+    client.delete_registered_model_tag(name, registry.AUDIT_HEAD_TAG)  # the file and its unsigned anchor both gone
+    with pytest.raises(AuditError, match=r"missing, but the registry's anchor records 3 entries"):
+        log.verify()
+
+    path.write_text(original)
+    last_hash = json.loads(original.splitlines()[-1])["hash"]
+    client.set_registered_model_tag(name, registry.AUDIT_HEAD_TAG, json.dumps({"seq": 4, "hash": last_hash}))
+    assert log.verify() == 4  # restored: both heads agree with the file again
+    other = signing.new_private_key()  # a signed head made with another key
+    fake = {"seq": 4, "hash": last_hash, "signature": signing.sign(other, registry.audit_head_message(name, 4, last_hash))}
+    client.set_registered_model_tag(name, registry.AUDIT_SIGNED_HEAD_TAG, json.dumps(fake))
+    with pytest.raises(AuditError, match=r"does not verify with promotion\.decision_key: it was forged"):
+        log.verify()
