@@ -100,6 +100,7 @@ class ModelRouter:
         self._suspect: tuple[str, ...] = ()  # disagreements seen on the last read, reported once they persist
         self._bundle: Callable[[], Sequence[Bundled]] | None = bundle  # tried once, if the first read fails
         self._cache: dict[str, LoadedModel] = {}
+        self._loading: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="registry-poller", daemon=True)
         if poll:  # the first read happens on the poller too: an unreachable registry never holds start-up (/livez)
@@ -111,7 +112,9 @@ class ModelRouter:
         if version is None:
             return None
         if version not in self._cache:
+            self._loading = version  # named in last_error if the load fails (an artifact missing, say)
             self._cache[version] = self._load(version)
+            self._loading = None
         return self._cache[version]
 
     def refresh(self) -> Snapshot:
@@ -147,7 +150,8 @@ class ModelRouter:
             self._cache = {k: v for k, v in self._cache.items() if v in (champion, challenger)}
             self.last_error = None
         except Exception as exc:  # noqa: BLE001 - whatever the registry or its database raises, the poller must live on
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            loading, self._loading = self._loading, None
+            self.last_error = f"{f'loading v{loading}: ' if loading else ''}{type(exc).__name__}: {exc}"
             LOGGER.warning("registry refresh failed, keeping the current models: %s", self.last_error)
             if self.snapshot.champion is None and self._bundle is not None:
                 self._start_from_bundle(self._bundle)

@@ -1,5 +1,7 @@
 """A replica started while the MLflow server is down: alive at once, ready by itself once the registry is back.
 
+A champion whose artifacts are gone is never served silently: every replica reports the failed load.
+
 With a Bento packaged by ``slipway run package``, it serves the packaged champion at once, if the
 signed decision packaged with it verifies, and follows the registry once it answers.
 """
@@ -7,9 +9,11 @@ signed decision packaged with it verifies, and follows the registry once it answ
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -120,3 +124,56 @@ def _decision_key(params: str) -> str:
     import yaml
 
     return str(yaml.safe_load(params)["promotion"]["decision_key"])
+
+
+def _metric(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(f"{name} ")))
+
+
+def test_a_champion_whose_artifacts_vanished_is_reported_by_every_replica_and_requests_never_fail(tmp_path: Path) -> None:
+    """The issue's fault: after a signed switch to v2, v2's artifacts are gone from the store.
+
+    The running replica keeps serving v1 and a new one has nothing to serve; neither is silent:
+    each reports the failed load on /readyz and on /metrics, where the production rules
+    ``SlipwayRegistryUnreadable`` (each replica) and ``SlipwayReplicasDisagree`` (champion 1 vs 0) fire.
+    """
+    key = signing.new_private_key()
+    with sample_service(tmp_path, promotion_key=key) as served:
+        name = served.settings.registry.model_name
+        client = served.client()
+        stored = client.get_model_version_download_uri(name, "2")
+        assert stored.startswith("file://"), stored
+        shutil.rmtree(Path(urlparse(stored).path))  # deleted from the artifact store behind the registry's back
+        with preserved_environment():
+            os.environ.update({"MLFLOW_TRACKING_URI": served.env["MLFLOW_TRACKING_URI"], KEY_ENV: served.env[KEY_ENV]})
+            publish_decision(name, "2", Routing(), key)  # a signed switch: the replicas must follow it, and cannot
+            client.set_registered_model_alias(name, CHAMPION, "2")
+
+        deadline = time.monotonic() + 60
+        while (status := httpx.get(f"{served.url}/readyz", timeout=5).json())["registry_error"] is None:
+            assert time.monotonic() < deadline, f"the failed load of v2 was not reported: {status}"
+            scored = httpx.post(f"{served.url}/predict", json={"rows": served.rows[:3]}, timeout=10)
+            assert scored.status_code == 200, scored.text
+            time.sleep(0.5)
+        assert status["champion"] == "1" and status["registry_error"].startswith("loading v2: "), status  # keeps v1
+        scored = httpx.post(f"{served.url}/predict", json={"rows": served.rows[:3]}, timeout=10)
+        assert scored.status_code == 200 and {p["model_version"] for p in scored.json()["predictions"]} == {"1"}
+        assert _metric(served.url, "slipway_serving_registry_error") == 1
+        assert _metric(served.url, "slipway_serving_champion_version") == 1
+
+        port = free_port()  # a replica started now, from the same registry
+        url = f"http://127.0.0.1:{port}"
+        command = [str(Path(sys.executable).parent / "bentoml"), "serve", "bentos.service:Scoring", "--port", str(port)]
+        repo = Path(__file__).resolve().parents[2]
+        env = {**served.env, "BENTOML_HOME": str(tmp_path / "empty-store")}  # nothing packaged to fall back on
+        env.pop(KEY_ENV)  # a replica never holds the promotion key
+        with running_server(command, answers(f"{url}/livez"), tmp_path / "new-replica.log", env=env, cwd=repo):
+            deadline = time.monotonic() + 120
+            while (fresh := httpx.get(f"{url}/readyz", timeout=5)).json()["registry_error"] is None:
+                assert time.monotonic() < deadline, f"the new replica did not report the failed load: {fresh.text}"
+                time.sleep(0.5)
+            assert fresh.status_code == 503 and fresh.json()["champion"] is None, fresh.text  # not ready: no traffic
+            assert fresh.json()["registry_error"].startswith("loading v2: "), fresh.text
+            assert _metric(url, "slipway_serving_registry_error") == 1
+            assert _metric(url, "slipway_serving_champion_version") == 0  # 1 on the old replica: they disagree, visibly

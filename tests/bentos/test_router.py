@@ -107,3 +107,20 @@ def test_a_retired_version_leaves_the_cache() -> None:
     registry.aliases["champion"] = "1"
     r.refresh()
     assert registry.loads == ["1", "2", "1"]  # v1 was dropped when v2 took over, so it is loaded again
+
+
+def test_a_champion_that_cannot_be_loaded_keeps_the_last_one_and_is_named_in_the_error() -> None:
+    registry = FakeRegistry()
+    r = router(registry)
+    registry.aliases["champion"] = "2"
+    registry.unloadable.add("2")
+    snap = r.refresh()
+    assert snap.champion is not None and snap.champion.version == "1"  # the last loaded champion keeps serving
+    assert r.last_error == "loading v2: ValueError: artifact of v2 is corrupt"
+    registry.down = True
+    r.refresh()
+    assert r.last_error == "ConnectionError: registry database is unreachable"  # a read failure names no version
+    registry.down = False
+    registry.unloadable.clear()
+    back = r.refresh().champion
+    assert back is not None and back.version == "2" and r.last_error is None
