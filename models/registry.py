@@ -76,8 +76,9 @@ class RegistryAnchor:
             signature = signing.sign(key, audit_head_message(self.name, seq, digest))
             tags[AUDIT_SIGNED_HEAD_TAG] = json.dumps({"seq": seq, "hash": digest, "signature": signature})
         try:
+            client = MlflowClient()
             for tag, value in tags.items():
-                MlflowClient().set_registered_model_tag(self.name, tag, value)
+                client.set_registered_model_tag(self.name, tag, value)
         except MlflowException as exc:  # the entry itself is written; verify reports a lagging anchor as it finds it
             print(f"audit head not anchored in the registry ({exc})")
 

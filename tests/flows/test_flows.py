@@ -7,6 +7,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mlflow import MlflowClient
 
 from features.validation import REASON_COLUMN, SchemaError
@@ -206,15 +207,11 @@ def test_a_failed_retraining_gives_the_cooldown_back(home: Path, tmp_path: Path)
     assert current(home / "reports" / "last_retrain.json") is None  # the next drift event retrains at once
 
 
-def test_signed_switches_routing_and_renewals_follow_only_the_signed_record(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from models import decision, registry
-    from models.routing import Mode, Routing
+def signed_deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Ed25519PrivateKey, str, str]:
+    """The sample deployment with signed decisions, and this process holding the promotion key: key, model, decision_key."""
+    from models import decision
     from models.sample import build_sample_deployment
     from slipway import signing
-    from slipway.audit import AuditLog
-    from slipway.paths import Home
     from slipway.settings import load_settings
 
     key = signing.new_private_key()
@@ -224,6 +221,19 @@ def test_signed_switches_routing_and_renewals_follow_only_the_signed_record(
     name, configured = settings.registry.model_name, settings.promotion.decision_key
     build_sample_deployment(settings)
     monkeypatch.setenv(decision.KEY_ENV, signing.private_pem(key))
+    return key, name, configured
+
+
+def test_signed_switches_routing_and_renewals_follow_only_the_signed_record(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models import decision, registry
+    from models.routing import Mode, Routing
+    from slipway import signing
+    from slipway.audit import AuditLog
+    from slipway.paths import Home
+
+    key, name, configured = signed_deployment(tmp_path, monkeypatch)
     audit = AuditLog(Home.current().audit_log)
     client = MlflowClient()
 
@@ -266,21 +276,13 @@ def test_the_audit_head_signed_by_the_promotion_key_catches_a_log_rewritten_with
     import json
 
     from models import decision, registry
-    from models.sample import build_sample_deployment
     from slipway import signing
     from slipway.audit import AuditError, AuditLog
     from slipway.paths import Home
-    from slipway.settings import load_settings
 
-    key = signing.new_private_key()
-    raw = small_params(tmp_path, rows=1500)
-    raw["promotion"]["decision_key"] = signing.public_text(key.public_key())
-    settings = load_settings(write_params(tmp_path / "params.yaml", raw))
-    name, configured = settings.registry.model_name, settings.promotion.decision_key
-    build_sample_deployment(settings)
+    _, name, configured = signed_deployment(tmp_path, monkeypatch)
     path = Home.current().audit_log
     log = registry.audit_log(path, name, configured)
-    monkeypatch.setenv(decision.KEY_ENV, signing.private_pem(key))
     for event in ("promotion_requested", "approved", "champion_switch"):
         log.append(event, "alice", name, "2")
     monkeypatch.delenv(decision.KEY_ENV)  # the monitor flow, say: it appends without the key

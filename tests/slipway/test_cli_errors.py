@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flows.cli import EXIT_FAILED, main
 from tests.conftest import REPO, preserved_environment
@@ -26,32 +27,45 @@ def test_a_failure_names_the_log_holding_its_traceback(tmp_path: Path, capsys: p
     assert "write_generated" in text  # the frame where it failed, which the screen does not show
 
 
-def test_approve_signs_only_with_the_named_approvers_own_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def keyed_params(tmp_path: Path, section: str, owner: str, key: Ed25519PrivateKey) -> Path:
+    """The repo's params with ``owner``'s public key in ``promotion.<section>``; ``owner``'s and mallory's key files beside it."""
     import yaml
 
+    from slipway import signing
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["promotion"][section] = {owner: signing.public_text(key.public_key())}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    (tmp_path / f"{owner}.pem").write_text(signing.private_pem(key))
+    (tmp_path / "mallory.pem").write_text(signing.private_pem(signing.new_private_key()))
+    return params
+
+
+def with_key(tmp_path: Path, capsys: pytest.CaptureFixture[str], key_file: str | None, argv: list[str]) -> tuple[int, str, str]:
+    """``slipway`` with SLIPWAY_APPROVER_KEY naming ``key_file`` under ``tmp_path`` (None: unset): exit code, out, err."""
+    with preserved_environment():
+        os.environ["SLIPWAY_HOME"] = str(tmp_path / "home")
+        os.environ.pop("SLIPWAY_APPROVER_KEY", None)
+        if key_file:
+            os.environ["SLIPWAY_APPROVER_KEY"] = str(tmp_path / key_file)
+        code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_approve_signs_only_with_the_named_approvers_own_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from flows.cli import EXIT_USAGE
     from models.policy import Answer
     from slipway import signing
 
-    bob, mallory = signing.new_private_key(), signing.new_private_key()
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["promotion"]["approver_keys"] = {"bob": signing.public_text(bob.public_key())}
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
+    bob = signing.new_private_key()
+    params = keyed_params(tmp_path, "approver_keys", "bob", bob)
     run = "0b6f8c1e-2a3d-4e5f-8a9b-0c1d2e3f4a5b"
     args = ["approve", run, "--params", str(params), "--approver", "bob", "--comment", "ok", "--sign-only"]
-    (tmp_path / "bob.pem").write_text(signing.private_pem(bob))
-    (tmp_path / "mallory.pem").write_text(signing.private_pem(mallory))
 
     def approve(key_file: str | None, *more: str) -> tuple[int, str, str]:
-        with preserved_environment():
-            os.environ["SLIPWAY_HOME"] = str(tmp_path / "home")
-            os.environ.pop("SLIPWAY_APPROVER_KEY", None)
-            if key_file:
-                os.environ["SLIPWAY_APPROVER_KEY"] = str(tmp_path / key_file)
-            code = main([*args, *more])
-        out, err = capsys.readouterr()
-        return code, out, err
+        return with_key(tmp_path, capsys, key_file, [*args, *more])
 
     code, out, _ = approve("bob.pem")
     assert code == 0 and signing.verify(bob.public_key(), Answer("bob", True, "ok", "").message(run), out.strip())
@@ -70,38 +84,22 @@ def test_approve_signs_only_with_the_named_approvers_own_key(tmp_path: Path, cap
 def test_sign_request_signs_as_the_named_requester_with_their_own_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from datetime import UTC, datetime
 
-    import yaml
-
     from flows.cli import EXIT_USAGE
     from models.policy import check_request
     from slipway import signing
     from slipway.settings import load_settings
 
-    dana, mallory = signing.new_private_key(), signing.new_private_key()
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["promotion"]["requester_keys"] = {"dana": signing.public_text(dana.public_key())}
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
-    (tmp_path / "dana.pem").write_text(signing.private_pem(dana))
-    (tmp_path / "mallory.pem").write_text(signing.private_pem(mallory))
+    params = keyed_params(tmp_path, "requester_keys", "dana", signing.new_private_key())
 
     def sign(key_file: str | None, *more: str) -> tuple[int, str, str]:
-        with preserved_environment():
-            os.environ["SLIPWAY_HOME"] = str(tmp_path / "home")
-            os.environ.pop("SLIPWAY_APPROVER_KEY", None)
-            if key_file:
-                os.environ["SLIPWAY_APPROVER_KEY"] = str(tmp_path / key_file)
-            code = main(["sign-request", "--params", str(params), "--requested-by", "dana", *more])
-        out, err = capsys.readouterr()
-        return code, out, err
+        return with_key(tmp_path, capsys, key_file, ["sign-request", "--params", str(params), "--requested-by", "dana", *more])
 
-    cfg = load_settings(params).promotion
+    settings = load_settings(params)
+    cfg, model = settings.promotion, settings.registry.model_name
     code, out, _ = sign("dana.pem", "--version", "3")
-    check = check_request(raw["registry"]["model_name"], "3", "dana", out.strip(), cfg, datetime.now(UTC))
+    check = check_request(model, "3", "dana", out.strip(), cfg, datetime.now(UTC))
     assert code == 0 and check.verified and check.by == "dana's key", check
-    assert "not dana's" in str(
-        check_request(raw["registry"]["model_name"], "4", "dana", out.strip(), cfg, datetime.now(UTC)).problem
-    )
+    assert "not dana's" in str(check_request(model, "4", "dana", out.strip(), cfg, datetime.now(UTC)).problem)
     code, _, err = sign("mallory.pem")  # someone else's key under dana's name
     assert code == EXIT_USAGE and "SLIPWAY_APPROVER_KEY is not the key of 'dana'" in err
     code, _, err = sign(None)
