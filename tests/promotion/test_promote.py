@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,7 +33,7 @@ from models.routing import Mode, Routing
 from models.sample import register_version, sample_split
 from slipway.audit import AuditLog
 from slipway.prediction_log import read_prediction_log
-from slipway.service_metrics import wait_for_state
+from slipway.service_metrics import read_state, wait_for_state
 from slipway.settings import load_settings
 from tests.conftest import REPO
 from tests.promotion.conftest import KEYS, Stage
@@ -281,3 +282,41 @@ def test_a_promotion_killed_mid_canary_lapses_to_the_champion_and_the_next_one_r
     assert len(recovered) == 1 and recovered[0]["details"]["routing_was"] == "canary"
     tags = stage.served.client().get_registered_model(stage.name).tags
     assert LOCK_TAG not in tags and Routing.from_tags(tags) == Routing()
+
+
+def train(stage: Stage, params: Path) -> str:
+    """``slipway run train`` as an ML engineer runs it: a new version that takes the ``challenger`` alias."""
+    env = {**stage.served.env, "PREFECT_API_URL": stage.prefect_url}
+    command = [sys.executable, "-m", "flows.cli", "run", "train", "--params", str(params)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    version = alias_version(stage.name, "challenger")
+    assert version is not None and version not in {"1", "2"}, version
+    return version
+
+
+def test_training_runs_during_approval_and_canary_get_no_traffic_nobody_approved(stage: Stage) -> None:
+    """The routing record names the version under review; a training run moving ``challenger`` changes nothing served."""
+    stage.reset(champion="1", challenger="2")
+    started = datetime.now(UTC)
+    params = stage.params(**LENIENT, canary_steps=[50, 100], bake_seconds=45)
+    proc = stage.start_promote(params, "requested_by=alice")
+    paused = stage.wait_paused(proc)
+    during_approval = train(stage, params)  # the alias moves while the approvers read the shadow report of v2
+    assert read_state(stage.served.url).challenger == "2"  # the shadow still scores the version under review
+    stage.resume(paused, approver="bob", approved=True, comment="v2's shadow report is clean")
+    wait_for_state(stage.served.url, lambda s: s.canary_percent == 50, "canary at 50%", 120)
+    during_canary = train(stage, params)
+    state = read_state(stage.served.url)
+    assert state.canary_percent > 0 and state.challenger == "2", state  # still mid-canary, still v2
+    assert served_versions(stage, 200) <= {"1", "2"}
+
+    code, out = finish(proc, timeout=400)
+    assert code == 0, out[-4000:]
+    assert alias_version(stage.name, "champion") == "2" and served_versions(stage) == {"2"}
+    assert alias_version(stage.name, "challenger") == during_canary  # the newest training run waits for its own review
+    served = set(read_prediction_log(stage.served.home.predictions, started)["served_version"].astype(str))
+    assert served <= {"1", "2"} and "2" in served, served
+    switch = [e for e in entries(stage, "2") if e["event"] == "champion_switch"]
+    assert switch and switch[-1]["details"]["previous"] == "1"
+    assert entries(stage, during_approval) == [] and entries(stage, during_canary) == []  # never requested, never routed
