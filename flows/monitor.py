@@ -4,11 +4,13 @@ The computation lives in ``models/monitoring.py``; this flow reads the window an
 the reference, publishes the verdict (report files, a Prefect table artifact, an
 MLflow run) and emits ``slipway.drift.detected``, ``slipway.performance.degraded`` or
 ``slipway.business.degraded`` when a threshold is crossed, which Prefect automations
-turn into retraining and alerts.
+turn into retraining and alerts. Before that it checks the serving side: a registry changed
+outside Slipway, and replicas that do not serve the champion, each alerted.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,9 +28,9 @@ from flows.events import announce, report_unverified
 from flows.labelled import latest_labels
 from models import dashboard, drift, monitoring, registry
 from slipway import lake
-from slipway.catalog import BUSINESS_EVENT, DEGRADED_EVENT, DRIFT_EVENT
+from slipway.catalog import BUSINESS_EVENT, DEGRADED_EVENT, DRIFT_EVENT, SERVING_EVENT
 from slipway.prediction_log import LogScan, feature_column, features_by_name
-from slipway.service_metrics import ServiceUnreachable, read_state
+from slipway.service_metrics import ServiceUnreachable, every_replica, read_state, replica_problems
 from slipway.settings import Settings
 from slipway.tracking import use_experiment
 
@@ -153,6 +155,27 @@ def check_signed_state(settings: Settings) -> None:
         report_unverified(settings, registry.audit_log(home().audit_log, name), problems, "monitor")
 
 
+def check_serving(settings: Settings) -> None:
+    """Alert when a replica does not serve the champion (it cannot load it, say) or does not answer.
+
+    A replica that has not yet followed a switch catches up within its poll interval,
+    so a disagreement counts only if it is still there two intervals later.
+    """
+    name = settings.registry.model_name
+    try:
+        champion = registry.served_champion(name, settings.promotion.decision_key)
+    except registry.RegistryTampered:
+        return  # check_signed_state reports it
+    urls = every_replica(settings.promotion)
+    if champion is None or not replica_problems(champion, urls):
+        return
+    time.sleep(2 * settings.serving.poll_seconds)
+    if problems := replica_problems(champion, urls):
+        summary = f"{name}: not every replica serves the champion v{champion}: " + "; ".join(problems)
+        print(summary)
+        announce(SERVING_EVENT, settings, champion, summary, problems=problems)
+
+
 @flow(name="monitor", log_prints=True)
 def monitor(params: str = "params.yaml", window_hours: float | None = None, since: datetime | None = None) -> MonitorResult:
     """Compare the recent prediction log with the champion's training data; emit events on drift or decay.
@@ -163,6 +186,7 @@ def monitor(params: str = "params.yaml", window_hours: float | None = None, sinc
     settings = load_params(params)
     cfg, name = settings.monitor, settings.registry.model_name
     check_signed_state(settings)
+    check_serving(settings)
     champion = registry.alias_version(name, registry.CHAMPION)
     if champion is None:
         raise RuntimeError(f"{name!r} has no champion to monitor yet: promote one first")

@@ -30,6 +30,7 @@ ROLLED_BACK_EVENT = "slipway.promotion.rolled_back"
 CHAMPION_EVENT = "slipway.champion.changed"
 PROMOTED_EVENT = "slipway.promotion.promoted"
 TAMPERED_EVENT = "slipway.registry.unverified"  # the registry holds a champion or routing that was not signed
+SERVING_EVENT = "slipway.serving.degraded"  # a replica does not serve the champion (it cannot load it) or does not answer
 RETRAIN_EVENTS = (DRIFT_EVENT, DEGRADED_EVENT, BUSINESS_EVENT)
 FLOW_RUN_FAILED_EVENTS = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed")
 
@@ -42,6 +43,7 @@ ALERTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "rollback": ("rolled back", (ROLLED_BACK_EVENT,)),
     "champion": ("champion changed", (CHAMPION_EVENT,)),
     "registry": ("registry changed outside Slipway", (TAMPERED_EVENT,)),
+    "serving": ("replicas do not serve the champion", (SERVING_EVENT,)),
     "flow-run": ("flow run failed", FLOW_RUN_FAILED_EVENTS),
 }
 

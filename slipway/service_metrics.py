@@ -119,6 +119,24 @@ def wait_for_replicas(urls: Sequence[str], accept: Callable[[ServingState], bool
         wait_for_state(url, accept, what, max(0.0, deadline - time.monotonic()))
 
 
+def replica_problems(champion: str, urls: Sequence[str]) -> list[str]:
+    """Replicas that do not serve ``champion`` or do not answer, each with the reason its ``/readyz`` gives."""
+    problems = []
+    for url in urls:
+        try:
+            state = read_state(url)
+            if state.champion == champion:
+                continue
+            detail = httpx.get(f"{url.rstrip('/')}/readyz", timeout=5).json()
+        except (ServiceUnreachable, httpx.HTTPError, ValueError) as exc:
+            problems.append(f"{url} did not answer: {exc}")
+            continue
+        serves = f"serves v{state.champion}" if state.champion else "serves nothing"
+        why = detail.get("registry_error") if isinstance(detail, dict) else None
+        problems.append(f"{url} {serves}, not the champion v{champion}" + (f" ({why})" if why else ""))
+    return problems
+
+
 def model_errors(urls: Sequence[str], version: str) -> float:
     """Rows ``version`` failed to score, summed over the replicas."""
     return sum(read_state(url).model_errors.get(version, 0.0) for url in urls)

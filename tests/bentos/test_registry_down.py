@@ -23,6 +23,7 @@ from models.registry import CHAMPION, publish_decision
 from models.routing import Routing
 from slipway import signing
 from slipway.processes import answers, free_port, running_server
+from slipway.service_metrics import replica_problems
 from tests.conftest import preserved_environment, slipway
 from tests.serving import sample_service
 
@@ -136,7 +137,8 @@ def test_a_champion_whose_artifacts_vanished_is_reported_by_every_replica_and_re
 
     The running replica keeps serving v1 and a new one has nothing to serve; neither is silent:
     each reports the failed load on /readyz and on /metrics, where the production rules
-    ``SlipwayRegistryUnreadable`` (each replica) and ``SlipwayReplicasDisagree`` (champion 1 vs 0) fire.
+    ``SlipwayRegistryUnreadable`` (each replica) and ``SlipwayReplicasDisagree`` (champion 1 vs 0) fire,
+    and the monitor flow's check names each replica and what it serves.
     """
     key = signing.new_private_key()
     with sample_service(tmp_path, promotion_key=key) as served:
@@ -177,3 +179,8 @@ def test_a_champion_whose_artifacts_vanished_is_reported_by_every_replica_and_re
             assert fresh.json()["registry_error"].startswith("loading v2: "), fresh.text
             assert _metric(url, "slipway_serving_registry_error") == 1
             assert _metric(url, "slipway_serving_champion_version") == 0  # 1 on the old replica: they disagree, visibly
+            told = replica_problems("2", [served.url, url])  # what the monitor flow alerts (tests/promotion/test_alerts.py)
+            assert told == [
+                f"{served.url} serves v1, not the champion v2 ({status['registry_error']})",
+                f"{url} serves nothing, not the champion v2 ({fresh.json()['registry_error']})",
+            ], told

@@ -7,11 +7,13 @@ server's notification actions deliver is asserted, not only that something arriv
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -21,7 +23,10 @@ from prefect.events import emit_event
 from flows.automations import ALERT_PREFIX, ensure_alerts
 from flows.cli import EXIT_REFUSED
 from models.registry import CHAMPION, PREVIOUS_CHAMPION_TAG, alias_version
+from models.routing import Routing
+from models.sample import register_version, sample_split
 from slipway.catalog import ALERTS, DRIFT_EVENT, model_resource
+from slipway.service_metrics import wait_for_state
 from slipway.settings import AlertSettings, load_settings
 from tests.alerts import Inbox, receivers
 from tests.conftest import REPO, write_params
@@ -125,3 +130,29 @@ def test_a_rollback_tells_who_rolled_back_and_the_champion_change(stage: Stage, 
     assert "by dana: bad scores" in rolled and rolled.startswith(f"*[slipway] rolled back: {stage.name}*")
     changed = inbox.wait_post("/slack", "is now v1", DELIVERY_SECONDS)
     assert changed.startswith(f"*[slipway] champion changed: {stage.name}*") and "(was v2)" in changed
+
+
+def test_a_champion_no_replica_can_load_is_told_with_what_each_replica_serves(stage: Stage, alerting: tuple[Inbox, Path]) -> None:
+    """The missing-artifact fault on the shared stage: a signed switch to a version whose artifacts are gone."""
+    inbox, params = alerting
+    settings = stage.served.settings
+    lost = register_version(settings, sample_split(settings), {"max_depth": 2}, 20).version
+    stored = stage.served.client().get_model_version_download_uri(stage.name, lost)
+    assert stored.startswith("file://"), stored
+    shutil.rmtree(Path(urlparse(stored).path))  # deleted from the artifact store behind the registry's back
+    try:
+        stage.sign(lost, Routing())
+        wait_for_state(stage.served.url, lambda s: s.champion == "1", "v1 kept", 30)
+        done = run_flow(stage, params, "monitor", "window_hours=0.01")
+        said = f"the champion v{lost}: {stage.served.url} serves v1, not the champion v{lost} (loading v{lost}: "
+        assert said in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]
+        text = inbox.wait_post("/slack", "not every replica serves the champion", DELIVERY_SECONDS)
+        assert text.startswith(f"*[slipway] replicas do not serve the champion: {stage.name}*\n") and said in text, text
+        mail = inbox.wait_mail("not every replica serves the champion", DELIVERY_SECONDS)
+        assert said in mail.get_content()
+    finally:
+        stage.reset(champion="1", challenger="2")
+    deadline = time.monotonic() + 30  # v1 was served throughout: the service heals at its next registry read
+    while (status := httpx.get(f"{stage.served.url}/readyz", timeout=5).json())["registry_error"] is not None:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from slipway.service_metrics import ServiceUnreachable, replicas, wait_for_replicas
+from slipway.service_metrics import ServiceUnreachable, replica_problems, replicas, wait_for_replicas
 
 
 def test_replicas_are_the_configured_urls_or_the_service_and_a_name_with_several_addresses_counts_each(
@@ -39,9 +39,12 @@ class Metrics(BaseHTTPRequestHandler):
     champion = 1
 
     def do_GET(self) -> None:
-        body = f"slipway_serving_champion_version {self.champion}\n".encode()
+        if self.path == "/readyz":  # what a replica that failed to load v2 says
+            kind, body = "application/json", b'{"champion": "1", "registry_error": "loading v2: MlflowException: gone"}'
+        else:
+            kind, body = "text/plain", f"slipway_serving_champion_version {self.champion}\n".encode()
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Type", kind)
         self.end_headers()
         self.wfile.write(body)
 
@@ -74,3 +77,12 @@ def test_the_wait_names_the_replica_that_did_not_follow(two_replicas: tuple[str,
         wait_for_replicas([first, second], lambda s: s.champion == "2", "champion v2", 1)
     with pytest.raises(ServiceUnreachable, match=re.escape("127.0.0.1:9 did not answer")):
         wait_for_replicas([first, "http://127.0.0.1:9"], lambda s: s.champion == "2", "champion v2", 1)
+
+
+def test_replica_problems_name_each_replica_off_the_champion_with_its_reason(two_replicas: tuple[str, str]) -> None:
+    first, second = two_replicas
+    assert replica_problems("2", [first]) == []
+    told = replica_problems("2", [first, second, "http://127.0.0.1:9"])
+    assert told[0] == f"{second} serves v1, not the champion v2 (loading v2: MlflowException: gone)", told
+    assert told[1].startswith("http://127.0.0.1:9 did not answer: scoring service at http://127.0.0.1:9"), told
+    assert len(told) == 2
