@@ -32,7 +32,7 @@ from models.promotion import Promotion, PromotionResult
 from models.routing import Mode, Routing
 from slipway.audit import AuditLog
 from slipway.catalog import APPROVAL_EVENT, CHAMPION_EVENT, PROMOTION_EVENT_PREFIX
-from slipway.orchestration import current_flow_run_id, exclusive
+from slipway.orchestration import Busy, current_flow_run_id, exclusive
 from slipway.service_metrics import every_replica, model_errors, wait_for_replicas
 from slipway.settings import Settings
 
@@ -201,9 +201,13 @@ def promote(
         raise RuntimeError(f"{name!r} v{challenger} is already the champion")
     steps.refuse_during_watch(name, champion, audit)
     busy = f"promotions of {name!r}"
-    with exclusive(f"slipway-promote-{name}", settings.promotion.routing_lease_seconds, what=busy):
-        request = steps.checked_request(name, settings.promotion, version, requested_by, request_signature, audit, challenger)
-        return take_through(settings, challenger, champion, requested_by, audit, request, request_signature)
+    try:
+        with exclusive(f"slipway-promote-{name}", settings.promotion.routing_lease_seconds, what=busy):
+            request = steps.checked_request(name, settings.promotion, version, requested_by, request_signature, audit, challenger)
+            return take_through(settings, challenger, champion, requested_by, audit, request, request_signature)
+    except Busy as exc:  # another promotion of this model is running: this one never started
+        audit.append("promotion_refused", requested_by, name, challenger, {"reason": str(exc), "flow_run": current_flow_run_id()})
+        raise
 
 
 def take_through(

@@ -17,6 +17,8 @@ import mlflow
 import numpy as np
 import pytest
 from prefect import flow
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.input.run_input import keyset_from_paused_state
 from xgboost import XGBClassifier
@@ -43,6 +45,7 @@ pytestmark = pytest.mark.e2e  # starts real servers or processes
 EXIT_REFUSED = 4
 # The sample's v2 is no better than v1 and calibrated differently (score PSI about 0.6 against v1),
 # so the tests that need it to pass policy and canary relax exactly those bounds.
+NEWEST = FlowRunSort.EXPECTED_START_TIME_DESC
 LENIENT = {"min_auc_gain": -0.1, "max_slice_regression": 0.5, "max_score_psi": 2.0}
 
 
@@ -320,3 +323,34 @@ def test_training_runs_during_approval_and_canary_get_no_traffic_nobody_approved
     switch = [e for e in entries(stage, "2") if e["event"] == "champion_switch"]
     assert switch and switch[-1]["details"]["previous"] == "1"
     assert entries(stage, during_approval) == [] and entries(stage, during_canary) == []  # never requested, never routed
+
+
+def test_two_promotions_started_together_run_one_at_a_time(stage: Stage) -> None:
+    """The Prefect server grants the one slot atomically: one run goes on, the other is refused and audited."""
+    stage.reset(champion="1", challenger="2")
+    before = audit_length(stage)
+    params = stage.params(**LENIENT)
+    procs = {who: stage.start_promote(params, f"requested_by={who}") for who in ("alice", "carol")}
+    refused: dict[str, tuple[int, str]] = {}
+    deadline = time.monotonic() + 240
+    while not refused:  # the loser gives up after waiting 5 s for the slot
+        assert time.monotonic() < deadline, "neither promotion was refused"
+        refused = {who: finish(proc) for who, proc in procs.items() if proc.poll() is not None}
+        time.sleep(0.5)
+    ((loser, (code, out)),) = refused.items()
+    assert code == EXIT_REFUSED and "another run holds the Prefect global concurrency limit" in out, out[-3000:]
+    winner = next(who for who in procs if who != loser)
+    with stage.prefect() as client:  # the other one went on, to its approval (the newest run is the refused one)
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["promote"])), limit=2, sort=NEWEST)
+        while not (paused := next((r for r in runs if r.state and r.state.is_paused()), None)):
+            assert time.monotonic() < deadline and procs[winner].poll() is None, [(r.name, r.state_name) for r in runs]
+            time.sleep(0.5)
+            runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["promote"])), limit=2, sort=NEWEST)
+    stage.resume(paused, approver="bob", approved=False, comment="one at a time")
+    code, out = finish(procs[winner])
+    assert code == EXIT_REFUSED and "rejected by bob: one at a time" in out, out[-3000:]
+    assert alias_version(stage.name, "champion") == "1" and served_versions(stage) == {"1"}
+    log = AuditLog(stage.served.home.audit_log).entries()[before:]
+    steps = sorted((e["event"], e["actor"]) for e in log if e["event"] in ("promotion_refused", "promotion_requested"))
+    assert steps == [("promotion_refused", loser), ("promotion_requested", winner)], steps  # in either order
+    assert "another run holds" in next(e for e in log if e["event"] == "promotion_refused")["details"]["reason"]
