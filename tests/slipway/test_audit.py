@@ -1,5 +1,8 @@
 import json
+import os
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,3 +118,43 @@ def test_an_edited_middle_line_that_is_not_json_is_named(tmp_path: Path) -> None
     log.path.write_text("".join(lines))
     with pytest.raises(AuditError, match="line 2 is not a whole entry"):
         log.verify()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 KiB file system (tmpfs), so writes fail as on a full disk: ENOSPC after a short write."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        if os.environ.get("SLIPWAY_REQUIRE_SERVICES"):
+            pytest.fail(f"mounting a tmpfs needs root: {done.stderr}")
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_mid_append_leaves_a_torn_line_that_the_next_append_repairs(small_disk: Path) -> None:
+    log, anchor = anchored(small_disk)
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as handle, pytest.raises(OSError, match="No space left"):
+        while True:
+            handle.write(b"\0" * 4096)
+    kept = len(log.entries())
+    with pytest.raises(OSError, match="No space left"):  # the log's last page fills; one entry is cut mid-line
+        for i in range(100):
+            log.append("approved", f"b{i}", "m", "2", {"comment": "x" * 100})
+    written = len(log.entries())
+    assert written >= kept and not log.path.read_text().endswith("\n")
+    with pytest.raises(AuditError, match="last line is half-written"):
+        log.verify()
+    with pytest.raises(OSError, match="No space left"):  # still full: refused, nothing more lost
+        log.append("rollback", "bob", "m", "1")
+    assert len(log.entries()) == written
+
+    filler.unlink()  # the operator frees space
+    log.append("rollback", "bob", "m", "1")  # not blocked: the torn line is set aside, the repair audited
+    assert [e["event"] for e in log.entries()][-2:] == ["audit_repaired", "rollback"]
+    assert log.verify() == written + 2 and anchor.head is not None and anchor.head[0] == written + 2
