@@ -8,6 +8,7 @@ source's hash. Rejected rows keep their reason; scored rows reach the monitor.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,7 +24,8 @@ from flows.common import home, load_params
 from models import batch, registry
 from models.batch import BatchJob
 from models.routing import Mode
-from slipway.batch_io import RunFolders, output_folder, source_hash
+from slipway.batch_io import RunFolders, output_folder, source_hash, sweep_incomplete
+from slipway.orchestration import MIN_SLOT_LEASE_SECONDS, exclusive
 from slipway.settings import Settings
 
 
@@ -82,10 +84,27 @@ def _as_of(as_of: str | None, now: datetime) -> pd.Timestamp:
 def score(params: str = "params.yaml", source: str | None = None, as_of: str | None = None) -> ScoreResult:
     """Score every entity of the feature store (newest features at ``as_of``, default now) or the rows of ``source``."""
     settings = load_params(params)
-    name, now = settings.registry.model_name, datetime.now(UTC)
+    now = datetime.now(UTC)
     cutoff = _as_of(as_of, now)
     champion, shadow = versions(settings)
-    folders = RunFolders.new(output_folder(settings.batch.output, home().scores), now)
+    output = output_folder(settings.batch.output, home().scores)
+    slot = f"slipway-score-{hashlib.sha256(output.encode()).hexdigest()[:12]}"  # one run at a time per output
+    with exclusive(slot, MIN_SLOT_LEASE_SECONDS, what=f"score runs into {output}"):
+        for left in sweep_incomplete(output):
+            print(f"removed {left}: left by a score run that died before it finished")
+        return run_once(settings, source, cutoff, RunFolders.new(output, now), (champion, shadow), now)
+
+
+def run_once(
+    settings: Settings,
+    source: str | None,
+    cutoff: pd.Timestamp,
+    folders: RunFolders,
+    models: tuple[str, str | None],
+    now: datetime,
+) -> ScoreResult:
+    """Score ``models`` (champion, shadow) into ``folders``' staging, then commit; a failure leaves nothing behind."""
+    name, (champion, shadow) = settings.registry.model_name, models
     job = BatchJob(
         tracking_uri=mlflow.get_tracking_uri(),
         model_name=name,

@@ -126,6 +126,38 @@ class RunFolders:
                 fs.rm(_fs(folder)[1], recursive=True)
 
 
+def sweep_incomplete(output: str) -> list[str]:
+    """Remove what runs that died left under ``output``; returns the folders removed.
+
+    Call it only while no other run writes to ``output`` (the score flow holds a Prefect
+    global concurrency limit per output). Locally that is staging folders only (a run
+    appears by one rename); on S3 also run folders without ``_SUCCESS``: a commit killed
+    while it copied, whose parts a reader listing the prefix would otherwise see.
+    """
+    fs, root = _fs(output) if "://" in output else (fsspec.filesystem("file"), str(Path(output)))
+    fs.invalidate_cache()  # what other processes wrote since this one last listed
+    found = [(p, p) for p in _folders(fs, _join(root, "_staging"))]
+    if "://" in output:
+        for folder in _folders(fs, root):
+            name = folder.rsplit("/", 1)[1]
+            if name.startswith("run=") and not fs.exists(_join(folder, MANIFEST)):
+                found += [(folder, folder), (_join(root, "rejects", name), folder)]
+    removed = []
+    for folder, shown in found:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(folder, recursive=True)
+            if shown not in removed:
+                removed.append(shown)
+    return [f"s3://{f}" if "://" in output else f for f in removed]
+
+
+def _folders(fs: Any, path: str) -> list[str]:
+    try:
+        return sorted(str(e["name"]).rstrip("/") for e in fs.ls(path, detail=True) if e["type"] == "directory")
+    except FileNotFoundError:
+        return []
+
+
 def _parts(fs: Any, folder: str) -> list[str]:
     """The Parquet parts under ``folder`` (none when it does not exist)."""
     try:

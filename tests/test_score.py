@@ -278,8 +278,55 @@ def test_a_worker_killed_mid_run_leaves_a_complete_run_or_nothing(cluster: Clust
     assert not any(p for p in staging.glob("*") if p.is_dir())
 
 
-def slipway_background(cluster: Cluster, *assignments: str) -> Any:
+def test_a_flow_killed_during_its_s3_commit_leaves_a_run_the_next_one_removes(cluster: Cluster, tmp_path: Path) -> None:
+    """S3 cannot rename: a commit copies each part, then writes _SUCCESS. SIGKILL lands mid-copy."""
+    bucket = s3_client(cluster.s3)
+    bucket.create_bucket(Bucket="killed")
+    rows = source_folder(cluster, tmp_path / "source", copies=20, bad=False, parts=120)
+    raw = yaml.safe_load(cluster.params.read_text())
+    raw["batch"] = {**raw["batch"], "output": "s3://killed/scores/", "partition_rows": 250}
+    params = write_params(tmp_path / "params.yaml", raw)
+
+    def keys() -> list[str]:
+        return [o["Key"] for o in bucket.list_objects_v2(Bucket="killed", Prefix="scores/").get("Contents", [])]
+
+    proc = slipway_background(cluster, f"source={tmp_path / 'source'}", params=params)
+    deadline = time.monotonic() + 300
+    while not [k for k in keys() if k.startswith("scores/run=")]:  # the commit has begun copying
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    left = keys()
+    (run,) = {k.split("/")[1] for k in left if k.startswith("scores/run=")}
+    assert f"scores/{run}/_SUCCESS" not in left, "the commit finished before the kill"
+    assert [k for k in left if k.startswith("scores/_staging/")], left  # what it was copying from
+
+    deadline = time.monotonic() + 240  # the dead run's slot on the output lapses (Prefect's lease: a minute at least)
+    while (
+        "another run holds the Prefect global concurrency limit"
+        in (
+            done := slipway(["run", "score", "--params", str(params), f"source={tmp_path / 'source'}"], cluster.env, timeout=600)
+        ).stderr
+        + done.stdout
+    ):
+        assert time.monotonic() < deadline, done.stderr[-2000:]
+        time.sleep(5)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert f"removed s3://killed/scores/{run}: left by a score run that died before it finished" in done.stdout + done.stderr
+    after = keys()
+    assert not [k for k in after if run in k or k.startswith("scores/_staging/")], after
+    (complete,) = {k.split("/")[1] for k in after if k.startswith("scores/run=")}
+    assert f"scores/{complete}/_SUCCESS" in after
+    options = {"key": S3_KEYS["AWS_ACCESS_KEY_ID"], "secret": S3_KEYS["AWS_SECRET_ACCESS_KEY"]}
+    out = pd.read_parquet(
+        f"s3://killed/scores/{complete}/", storage_options={**options, "endpoint_url": cluster.s3["AWS_ENDPOINT_URL"]}
+    )
+    assert len(out) == len(rows) and set(out["entity"]) == set(rows["lead_id"]) and out["entity"].is_unique
+
+
+def slipway_background(cluster: Cluster, *assignments: str, params: Path | None = None) -> Any:
     import subprocess
 
-    command = [str(BIN / "slipway"), "run", "score", "--params", str(cluster.params), *assignments]
+    command = [str(BIN / "slipway"), "run", "score", "--params", str(params or cluster.params), *assignments]
     return subprocess.Popen(command, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
