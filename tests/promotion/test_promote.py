@@ -264,11 +264,13 @@ def test_a_promotion_killed_mid_canary_lapses_to_the_champion_and_the_next_one_r
     stage.resume(stage.wait_paused(proc), approver="bob", approved=True, comment="go")
     wait_for_state(stage.served.url, lambda s: s.canary_percent == 50, "canary at 50%", 120)
     proc.send_signal(signal.SIGKILL)  # mid-canary: no finally, no lock release, its flow run stays "Running"
+    killed = time.monotonic()
     proc.wait(timeout=10)
     tags = stage.served.client().get_registered_model(stage.name).tags
     assert Routing.from_tags(tags).mode is Mode.CANARY and LOCK_TAG in tags  # the registry still says 50%
     # … but nobody renews its lease: every replica falls back to the champion on its own
     wait_for_state(stage.served.url, lambda s: s.challenger is None and s.canary_percent == 0, "champion only", 40)
+    print(f"champion only {time.monotonic() - killed:.1f} s after the kill (lease 6 s, the service polls every 5 s)")
     metrics = httpx.get(f"{stage.served.url}/metrics", timeout=10).text
     assert re.search(r"slipway_serving_routing_lease_expired(\{[^}]*\})? 1\.0", metrics), metrics[-2000:]
     assert served_versions(stage) == {"1"}
