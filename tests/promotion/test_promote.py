@@ -43,9 +43,9 @@ from tests.promotion.conftest import KEYS, Stage
 pytestmark = pytest.mark.e2e  # starts real servers or processes
 
 EXIT_REFUSED = 4
+NEWEST = FlowRunSort.EXPECTED_START_TIME_DESC
 # The sample's v2 is no better than v1 and calibrated differently (score PSI about 0.6 against v1),
 # so the tests that need it to pass policy and canary relax exactly those bounds.
-NEWEST = FlowRunSort.EXPECTED_START_TIME_DESC
 LENIENT = {"min_auc_gain": -0.1, "max_slice_regression": 0.5, "max_score_psi": 2.0}
 
 
